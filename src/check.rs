@@ -1,0 +1,187 @@
+//! Runs each config directory's syntax checker, in parallel, and reports
+//! each result to the pusher as soon as it is known.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::config::Config;
+use crate::process;
+use crate::report::{Ui, seconds};
+use crate::revision::ConfigDir;
+use crate::worktree::Worktree;
+
+pub struct CheckResult {
+    pub dir: ConfigDir,
+    pub duration: Duration,
+    pub failures: Vec<CheckFailure>,
+}
+
+pub struct CheckFailure {
+    /// The repository-relative file the failure concerns, when known.
+    pub file: Option<String>,
+    pub error: String,
+    pub output: String,
+}
+
+/// Checks `dirs` (already written into `worktree`) and returns whether all
+/// passed. `rev` is what `{rev}` stands for.
+pub fn check_dirs(
+    config: &Config,
+    dirs: &[ConfigDir],
+    worktree: &Worktree,
+    rev: &str,
+    ui: &Ui,
+) -> Result<bool> {
+    if dirs.is_empty() {
+        ui.line("no config directory changed: nothing to check");
+        return Ok(true);
+    }
+    let started = Instant::now();
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(dirs.len());
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel();
+    let mut failed = 0;
+    std::thread::scope(|s| -> Result<()> {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let next = &next;
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(dir) = dirs.get(i) else { break };
+                    let result = check_one(config, dir, worktree, rev);
+                    if tx.send(result).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for result in rx {
+            let result = result?;
+            if !result.failures.is_empty() {
+                failed += 1;
+            }
+            show(ui, &result);
+        }
+        Ok(())
+    })?;
+    let verdict = if failed == 0 {
+        "all ok".to_string()
+    } else {
+        format!("{failed} FAILED")
+    };
+    ui.line(format_args!(
+        "checked {} director{} in {}: {verdict}",
+        dirs.len(),
+        if dirs.len() == 1 { "y" } else { "ies" },
+        seconds(started.elapsed())
+    ));
+    Ok(failed == 0)
+}
+
+fn show(ui: &Ui, r: &CheckResult) {
+    let verdict = if r.failures.is_empty() {
+        "ok"
+    } else {
+        "FAILED"
+    };
+    ui.line(format_args!(
+        "  {verdict:<6} {}  ({})  {}",
+        r.dir.label(),
+        r.dir.path,
+        seconds(r.duration)
+    ));
+    for f in &r.failures {
+        match &f.file {
+            Some(file) => ui.line(format_args!("      {file}: {}", f.error)),
+            None => ui.line(format_args!("      {}", f.error)),
+        }
+        ui.output(&f.output);
+    }
+}
+
+fn check_one(
+    config: &Config,
+    dir: &ConfigDir,
+    worktree: &Worktree,
+    rev: &str,
+) -> Result<CheckResult> {
+    let service = config
+        .service(&dir.service)
+        .expect("dirs come from this config");
+    let started = Instant::now();
+    let abs_dir = worktree.path_of(&dir.path);
+    let per_file = service.check.iter().any(|t| t.uses("file"));
+    let files = if per_file {
+        files_under(&abs_dir)?
+    } else {
+        vec![String::new()]
+    };
+    let mut failures = Vec::new();
+    for file in files {
+        let lookup = |name: &str| -> Option<String> {
+            match name {
+                "dir" => Some(abs_dir.display().to_string()),
+                "file" => Some(file.clone()),
+                "service" => Some(service.name.clone()),
+                "rev" => Some(rev.to_string()),
+                "worktree" => Some(worktree.root().display().to_string()),
+                other => dir.vars.get(other).cloned(),
+            }
+        };
+        let argv: Vec<String> = service
+            .check
+            .iter()
+            .map(|t| t.render(&lookup))
+            .collect::<Result<_>>()
+            .with_context(|| format!("services.{}.check", service.name))?;
+        if let Err(failure) = process::run(&argv, worktree.root(), service.timeout) {
+            failures.push(CheckFailure {
+                file: concerned_file(&argv, &abs_dir).map(|f| worktree.relativize(&f)),
+                error: worktree.relativize(&failure.to_string()),
+                output: worktree.relativize(failure.output()),
+            });
+        }
+    }
+    Ok(CheckResult {
+        dir: dir.clone(),
+        duration: started.elapsed(),
+        failures,
+    })
+}
+
+/// The first argument naming a file inside the directory: for `sshd -t -f
+/// {dir}/sshd_config` or a `{file}` check, the file the error is about.
+fn concerned_file(argv: &[String], dir: &Path) -> Option<String> {
+    argv.iter()
+        .skip(1)
+        .find(|a| Path::new(a).starts_with(dir) && Path::new(a).is_file())
+        .cloned()
+}
+
+/// Every file below `dir`, sorted, for checks that take one `{file}`.
+fn files_under(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?
+        {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push(entry.path().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,31 @@
+use anyhow::Result;
+use clap::Args;
+use rollgate::report::Ui;
+use rollgate::validate::{self, ValidateOptions};
+
+use super::RepoArg;
+
+/// Run the same checks a push would, before pushing
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// A commit, tag or expression such as HEAD~2; default: the working tree
+    #[arg(long, value_name = "REV")]
+    rev: Option<String>,
+    /// Check every config directory, not only those changed since the upstream branch
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    repo: RepoArg,
+}
+
+pub fn run(args: ValidateArgs, ui: &Ui) -> Result<()> {
+    let repo = rollgate::repo::open(args.repo.repo.as_deref())?;
+    validate::validate(
+        &repo,
+        &ValidateOptions {
+            rev: args.rev,
+            all: args.all,
+        },
+        ui,
+    )
+}

@@ -1,0 +1,523 @@
+//! `rollgate.toml`: the serde model and the checks that need no git tree.
+//!
+//! The file is versioned with the configs it describes, so every revision
+//! carries its own inventory and commands. Unknown keys are errors: a typo
+//! such as `defualt_group` must never fall back to a wider default.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::template::Template;
+
+pub const FILE_NAME: &str = "rollgate.toml";
+
+/// Placeholders rollgate itself fills in; vars may not reuse these names.
+pub const BUILTIN_CHECK: &[&str] = &["dir", "file", "service", "rev", "worktree"];
+pub const BUILTIN_DEPLOY: &[&str] = &["dir", "host", "group", "service", "rev", "worktree"];
+const RESERVED: &[&str] = &["dir", "file", "host", "group", "service", "rev", "worktree"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_branch")]
+    branch: String,
+    default_group: Option<String>,
+    #[serde(default)]
+    on_failure: OnFailure,
+    #[serde(default = "default_lock_wait", with = "humantime_serde")]
+    lock_wait: Duration,
+    #[serde(default = "default_pusher_env")]
+    pusher_env: Vec<String>,
+    #[serde(default)]
+    services: IndexMap<String, RawService>,
+    #[serde(default)]
+    groups: IndexMap<String, RawGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    source: String,
+    check: Vec<String>,
+    deploy: Vec<String>,
+    reload: Option<Vec<String>>,
+    health: Option<Vec<String>>,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    timeout: Duration,
+    #[serde(default = "default_health_wait", with = "humantime_serde")]
+    health_wait: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    hosts: Vec<String>,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    #[serde(default = "default_batch")]
+    batch: usize,
+    services: Option<Vec<String>>,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+fn default_lock_wait() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_pusher_env() -> Vec<String> {
+    ["GL_USERNAME", "GITEA_PUSHER_NAME", "REMOTE_USER", "USER"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_health_wait() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_batch() -> usize {
+    1
+}
+
+/// Which hosts a failed rollout puts back on their previous revision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    #[default]
+    RestoreFailed,
+    RestoreRun,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub branch: String,
+    /// `None` when several groups exist and none is named: deploying without
+    /// an explicit scope is then refused instead of guessed.
+    pub default_group: Option<String>,
+    pub on_failure: OnFailure,
+    pub lock_wait: Duration,
+    pub pusher_env: Vec<String>,
+    pub services: Vec<Service>,
+    /// In file order: `all` deploys the default group first, then these in order.
+    pub groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    /// Path template, one placeholder per component at most.
+    pub source: Vec<Template>,
+    pub check: Vec<Template>,
+    pub deploy: Vec<Template>,
+    pub reload: Option<Vec<Template>>,
+    pub health: Option<Vec<Template>>,
+    pub timeout: Duration,
+    pub health_wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub vars: BTreeMap<String, String>,
+    pub batch: usize,
+    /// The services deployed to this group's hosts, in config order.
+    pub services: Vec<String>,
+}
+
+impl Config {
+    /// Parses and checks the file's text; `origin` names where it came from
+    /// (e.g. `rollgate.toml at 1a2b3c4`) in every error.
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        let raw: RawConfig = toml::from_str(text).with_context(|| format!("invalid {origin}"))?;
+        Config::from_raw(raw).with_context(|| format!("invalid {origin}"))
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config> {
+        let mut services = Vec::new();
+        for (name, s) in raw.services {
+            services.push(Service::from_raw(&name, s).with_context(|| format!("services.{name}"))?);
+        }
+        let mut groups = Vec::new();
+        let mut seen_hosts: BTreeMap<String, String> = BTreeMap::new();
+        for (name, g) in raw.groups {
+            check_name(&name).with_context(|| format!("groups.{name}"))?;
+            if name == "all" {
+                bail!(
+                    "groups.all: `all` is reserved for widening a deploy to every group; rename the group"
+                );
+            }
+            if g.hosts.is_empty() {
+                bail!("groups.{name}.hosts: a group needs at least one host");
+            }
+            if g.batch == 0 {
+                bail!("groups.{name}.batch: must be at least 1");
+            }
+            for host in &g.hosts {
+                check_name(host).with_context(|| format!("groups.{name}.hosts: {host:?}"))?;
+                if let Some(other) = seen_hosts.insert(host.clone(), name.clone()) {
+                    bail!(
+                        "groups.{name}.hosts: host {host} is already in group {other}; a host belongs to one group"
+                    );
+                }
+            }
+            for var in g.vars.keys() {
+                if RESERVED.contains(&var.as_str()) {
+                    bail!(
+                        "groups.{name}.vars.{var}: `{var}` is a built-in placeholder and cannot be a var"
+                    );
+                }
+            }
+            let group_services = match g.services {
+                Some(list) => {
+                    for s in &list {
+                        if !services.iter().any(|x| &x.name == s) {
+                            bail!(
+                                "groups.{name}.services: no service named {s:?} (known: {})",
+                                services
+                                    .iter()
+                                    .map(|s| s.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            );
+                        }
+                    }
+                    list
+                }
+                None => services.iter().map(|s| s.name.clone()).collect(),
+            };
+            let group = Group {
+                name: name.clone(),
+                hosts: g.hosts,
+                vars: g.vars,
+                batch: g.batch,
+                services: group_services,
+            };
+            for sname in &group.services {
+                let service = services
+                    .iter()
+                    .find(|s| &s.name == sname)
+                    .expect("checked above");
+                group.check_vars_for(service)?;
+            }
+            groups.push(group);
+        }
+        let default_group = match raw.default_group {
+            Some(name) => {
+                if !groups.iter().any(|g| g.name == name) {
+                    bail!(
+                        "default_group: no group named {name:?} (groups: {})",
+                        names(groups.iter().map(|g| g.name.as_str()))
+                    );
+                }
+                Some(name)
+            }
+            None if groups.len() == 1 => Some(groups[0].name.clone()),
+            None => None,
+        };
+        Ok(Config {
+            branch: raw.branch,
+            default_group,
+            on_failure: raw.on_failure,
+            lock_wait: raw.lock_wait,
+            pusher_env: raw.pusher_env,
+            services,
+            groups,
+        })
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn group_of_host(&self, host: &str) -> Option<&Group> {
+        self.groups
+            .iter()
+            .find(|g| g.hosts.iter().any(|h| h == host))
+    }
+
+    pub fn group_names(&self) -> String {
+        names(self.groups.iter().map(|g| g.name.as_str()))
+    }
+
+    pub fn host_names(&self) -> String {
+        names(
+            self.groups
+                .iter()
+                .flat_map(|g| g.hosts.iter().map(String::as_str)),
+        )
+    }
+
+    /// The deploy branch as a full ref name.
+    pub fn branch_ref(&self) -> String {
+        format!("refs/heads/{}", self.branch)
+    }
+}
+
+impl Service {
+    fn from_raw(name: &str, s: RawService) -> Result<Service> {
+        check_name(name)?;
+        let source = parse_source(&s.source).context("source")?;
+        let source_vars: BTreeSet<String> = source
+            .iter()
+            .flat_map(|t| t.vars().map(String::from))
+            .collect();
+        for var in &source_vars {
+            if RESERVED.contains(&var.as_str()) {
+                bail!(
+                    "source: `{{{var}}}` is a built-in placeholder; name the version var otherwise"
+                );
+            }
+        }
+        let check = parse_argv(&s.check).context("check")?;
+        let allowed: Vec<&str> = BUILTIN_CHECK
+            .iter()
+            .copied()
+            .chain(source_vars.iter().map(String::as_str))
+            .collect();
+        for t in &check {
+            for var in t.vars() {
+                if !allowed.contains(&var) {
+                    bail!(
+                        "check: unknown placeholder {{{var}}} in `{}` (a check knows {})",
+                        t.raw(),
+                        names(allowed.iter().map(|v| format!("{{{v}}}")))
+                    );
+                }
+            }
+        }
+        let deploy = parse_argv(&s.deploy).context("deploy")?;
+        let reload = s
+            .reload
+            .as_deref()
+            .map(parse_argv)
+            .transpose()
+            .context("reload")?;
+        let health = s
+            .health
+            .as_deref()
+            .map(parse_argv)
+            .transpose()
+            .context("health")?;
+        for (key, argv) in [
+            ("deploy", Some(&deploy)),
+            ("reload", reload.as_ref()),
+            ("health", health.as_ref()),
+        ] {
+            if let Some(argv) = argv
+                && let Some(t) = argv.iter().find(|t| t.uses("file"))
+            {
+                bail!("{key}: {{file}} is only for checks (in `{}`)", t.raw());
+            }
+        }
+        if s.timeout.is_zero() {
+            bail!("timeout: must be more than 0s");
+        }
+        Ok(Service {
+            name: name.to_string(),
+            source,
+            check,
+            deploy,
+            reload,
+            health,
+            timeout: s.timeout,
+            health_wait: s.health_wait,
+        })
+    }
+
+    /// The source path with its vars; `None` if a var is missing.
+    pub fn source_path(&self, vars: &BTreeMap<String, String>) -> Option<String> {
+        let lookup = |v: &str| vars.get(v).cloned();
+        let parts: Result<Vec<String>> = self.source.iter().map(|t| t.render(&lookup)).collect();
+        parts.ok().map(|p| p.join("/"))
+    }
+
+    pub fn source_raw(&self) -> String {
+        self.source
+            .iter()
+            .map(Template::raw)
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Every command this service runs on a host, with its role.
+    pub fn host_steps(&self) -> impl Iterator<Item = (&'static str, &Vec<Template>)> {
+        [
+            ("deploy", Some(&self.deploy)),
+            ("reload", self.reload.as_ref()),
+            ("health", self.health.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+    }
+}
+
+impl Group {
+    /// Every placeholder of the service's source and host commands must be a
+    /// built-in or one of this group's vars.
+    fn check_vars_for(&self, service: &Service) -> Result<()> {
+        let known = |var: &str| BUILTIN_DEPLOY.contains(&var) || self.vars.contains_key(var);
+        let mut templates: Vec<(&str, &Template)> =
+            service.source.iter().map(|t| ("source", t)).collect();
+        for (key, argv) in service.host_steps() {
+            templates.extend(argv.iter().map(|t| (key, t)));
+        }
+        for (key, t) in templates {
+            for var in t.vars() {
+                if !known(var) {
+                    bail!(
+                        "groups.{}: service {} uses {{{var}}} in its {key} (`{}`), but the group has no var `{var}` (vars: {})",
+                        self.name,
+                        service.name,
+                        t.raw(),
+                        if self.vars.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names(self.vars.keys())
+                        }
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_source(raw: &str) -> Result<Vec<Template>> {
+    if raw.starts_with('/') {
+        bail!("`{raw}` must be relative to the repository root");
+    }
+    let mut parts = Vec::new();
+    for component in raw.trim_end_matches('/').split('/') {
+        if component.is_empty() || component == "." || component == ".." {
+            bail!("`{raw}`: empty, `.` and `..` components are not allowed");
+        }
+        let t = Template::parse(component).with_context(|| format!("`{raw}`"))?;
+        if t.vars().count() > 1 {
+            bail!("`{raw}`: at most one placeholder per path component");
+        }
+        parts.push(t);
+    }
+    Ok(parts)
+}
+
+fn parse_argv(argv: &[String]) -> Result<Vec<Template>> {
+    if argv.is_empty() || argv[0].is_empty() {
+        bail!("a command needs at least a program name");
+    }
+    argv.iter().map(|a| Template::parse(a)).collect()
+}
+
+/// Group, host and service names end up in argv and paths: keep them plain.
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | ':'));
+    if !ok {
+        bail!(
+            "{name:?}: names use letters, digits, `.`, `_`, `-`, `@`, `:` and do not start with `-`"
+        );
+    }
+    Ok(())
+}
+
+pub fn names<I, S>(items: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    items
+        .into_iter()
+        .map(|s| s.as_ref().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+default_group = "canary"
+[services.sshd]
+source = "files/sshd/{version}"
+check = ["/usr/sbin/sshd", "-t", "-f", "{dir}/sshd_config"]
+deploy = ["rsync", "-a", "{dir}/", "{host}:/etc/ssh/"]
+[groups.canary]
+hosts = ["server04"]
+vars = { version = "9.6" }
+[groups.farm]
+hosts = ["server01", "server02"]
+vars = { version = "9.2" }
+batch = 20
+"#;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text, "rollgate.toml").unwrap_err())
+    }
+
+    #[test]
+    fn parses_groups_in_file_order() {
+        let c = Config::parse(GOOD, "rollgate.toml").unwrap();
+        assert_eq!(
+            c.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(),
+            ["canary", "farm"]
+        );
+        assert_eq!(c.default_group.as_deref(), Some("canary"));
+        assert_eq!(c.groups[1].batch, 20);
+        assert_eq!(c.groups[0].services, ["sshd"]);
+    }
+
+    #[test]
+    fn typo_in_a_key_is_an_error_with_line_and_column() {
+        let e = err(&GOOD.replace("default_group", "defualt_group"));
+        assert!(e.contains("defualt_group") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn several_groups_without_default_do_not_guess() {
+        let c = Config::parse(&GOOD.replace("default_group = \"canary\"", ""), "x").unwrap();
+        assert_eq!(c.default_group, None);
+    }
+
+    #[test]
+    fn unknown_placeholder_in_check_is_an_error() {
+        let e = err(&GOOD.replace("{dir}/sshd_config", "{dri}/sshd_config"));
+        assert!(e.contains("{dri}") && e.contains("services.sshd"), "{e}");
+    }
+
+    #[test]
+    fn group_missing_a_var_is_an_error() {
+        let e = err(&GOOD.replace("vars = { version = \"9.2\" }", ""));
+        assert!(e.contains("groups.farm") && e.contains("`version`"), "{e}");
+    }
+
+    #[test]
+    fn group_named_all_is_refused() {
+        let e = err(&GOOD.replace("[groups.farm]", "[groups.all]"));
+        assert!(e.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn host_in_two_groups_is_refused() {
+        let e = err(&GOOD.replace("\"server01\"", "\"server04\""));
+        assert!(e.contains("server04") && e.contains("canary"), "{e}");
+    }
+
+    #[test]
+    fn unknown_default_group_names_the_choices() {
+        let e = err(&GOOD.replace("\"canary\"\n[services", "\"canry\"\n[services"));
+        assert!(e.contains("canry") && e.contains("canary, farm"), "{e}");
+    }
+}

@@ -1,0 +1,147 @@
+//! `rollgate hook install` / `uninstall`: the pre-receive shim and the one
+//! git setting push options need.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use git2::{ConfigLevel, Repository};
+
+const TEMPLATE: &str = include_str!("../hooks/pre-receive");
+/// Identifies a hook rollgate wrote, so it is never confused with a user's.
+const MARKER: &str = "rollgate-managed";
+const BACKUP_SUFFIX: &str = ".rollgate-backup";
+/// Remembers that install turned push options on, so uninstall turns them
+/// off only if it was us.
+const OWNED_SETTING: &str = "rollgate.ownsAdvertisePushOptions";
+
+pub struct Installed {
+    pub hook: PathBuf,
+    pub backup: Option<PathBuf>,
+    pub unchanged: bool,
+}
+
+/// Where git looks for hooks: `core.hooksPath` (relative to the repository
+/// for a bare one) or `<git dir>/hooks`.
+pub fn hooks_dir(repo: &Repository) -> Result<PathBuf> {
+    let config = repo
+        .config()
+        .context("cannot read the repository's git config")?;
+    match config.get_path("core.hooksPath") {
+        Ok(p) if p.is_absolute() => Ok(p),
+        Ok(p) => Ok(repo.workdir().unwrap_or(repo.path()).join(p)),
+        Err(_) => Ok(repo.path().join("hooks")),
+    }
+}
+
+pub fn install(repo: &Repository, binary: &Path, force: bool) -> Result<Installed> {
+    let dir = hooks_dir(repo)?;
+    let hook = dir.join("pre-receive");
+    let script = TEMPLATE.replace("@ROLLGATE@", &shell_quote(&binary.display().to_string()));
+    let mut backup = None;
+    let mut unchanged = false;
+    match fs::read_to_string(&hook) {
+        Ok(existing) if existing == script => unchanged = true,
+        Ok(existing) if existing.contains(MARKER) => {}
+        Ok(_) if !force => bail!(
+            "{} exists and was not written by rollgate; rerun with --force to replace it (it will be kept as pre-receive{BACKUP_SUFFIX})",
+            hook.display()
+        ),
+        Ok(_) => {
+            let to = free_backup_path(&hook);
+            fs::rename(&hook, &to)
+                .with_context(|| format!("cannot move {} aside", hook.display()))?;
+            backup = Some(to);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", hook.display())),
+    }
+    if !unchanged {
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // Write beside and rename, so git never runs a half-written hook.
+        let tmp = dir.join(".pre-receive.rollgate-tmp");
+        fs::write(&tmp, &script).with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+        fs::rename(&tmp, &hook).with_context(|| format!("cannot write {}", hook.display()))?;
+    }
+    let mut local = repo
+        .config()?
+        .open_level(ConfigLevel::Local)
+        .context("cannot open the repository's config")?;
+    if !matches!(local.get_bool("receive.advertisePushOptions"), Ok(true)) {
+        local.set_bool("receive.advertisePushOptions", true)?;
+        local.set_bool(OWNED_SETTING, true)?;
+    }
+    Ok(Installed {
+        hook,
+        backup,
+        unchanged,
+    })
+}
+
+pub struct Uninstalled {
+    pub hook: PathBuf,
+    pub restored: Option<PathBuf>,
+}
+
+pub fn uninstall(repo: &Repository) -> Result<Uninstalled> {
+    let hook = hooks_dir(repo)?.join("pre-receive");
+    match fs::read_to_string(&hook) {
+        Ok(text) if text.contains(MARKER) => {
+            fs::remove_file(&hook).with_context(|| format!("cannot remove {}", hook.display()))?
+        }
+        Ok(_) => bail!(
+            "{} was not written by rollgate; leaving it alone",
+            hook.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no pre-receive hook at {}", hook.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", hook.display())),
+    }
+    let backup = PathBuf::from(format!("{}{BACKUP_SUFFIX}", hook.display()));
+    let restored = if backup.exists() {
+        fs::rename(&backup, &hook)
+            .with_context(|| format!("cannot restore {}", backup.display()))?;
+        Some(backup)
+    } else {
+        None
+    };
+    let mut local = repo.config()?.open_level(ConfigLevel::Local)?;
+    if matches!(local.get_bool(OWNED_SETTING), Ok(true)) {
+        let _ = local.remove("receive.advertisePushOptions");
+        local.remove(OWNED_SETTING)?;
+    }
+    Ok(Uninstalled { hook, restored })
+}
+
+fn free_backup_path(hook: &Path) -> PathBuf {
+    let base = format!("{}{BACKUP_SUFFIX}", hook.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// Single-quotes a path for the shim's `exec` line.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_paths_with_quotes_and_spaces() {
+        assert_eq!(
+            shell_quote("/opt/my tools/rollgate"),
+            "'/opt/my tools/rollgate'"
+        );
+        assert_eq!(shell_quote("/a'b"), r"'/a'\''b'");
+    }
+}

@@ -1,0 +1,18 @@
+//! rollgate: `git push` as a guarded deploy of infrastructure configuration.
+//!
+//! See ARCHITECTURE.md for how a push flows through these modules.
+
+pub mod check;
+pub mod config;
+pub mod error;
+pub mod install;
+pub mod process;
+pub mod push;
+pub mod receive;
+pub mod repo;
+pub mod report;
+pub mod revision;
+pub mod scope;
+pub mod template;
+pub mod validate;
+pub mod worktree;

@@ -1,0 +1,164 @@
+//! The pre-receive hook's logic: decide what each pushed ref means, validate
+//! it, and (for the deploy branch and `refs/deploy/NAME`) deploy it.
+//!
+//! The repository must come from `repo::open(None)` inside the hook, so the
+//! quarantined objects are visible. Nothing here writes a ref or an object.
+
+use anyhow::{Context, Result, bail};
+use git2::{Oid, Repository};
+
+use crate::config;
+use crate::receive::RefUpdate;
+use crate::repo::{self, Snapshot, short};
+use crate::report::Ui;
+use crate::revision::Revision;
+use crate::scope::{PushRequest, Scope};
+use crate::validate;
+
+const DEPLOY_PREFIX: &str = "refs/deploy/";
+
+pub fn pre_receive(
+    repo: &Repository,
+    updates: &[RefUpdate],
+    request: &PushRequest,
+    ui: &Ui,
+) -> Result<()> {
+    for update in updates {
+        handle(repo, update, request, ui)
+            .with_context(|| format!("{} rejected", update.refname))?;
+    }
+    Ok(())
+}
+
+fn handle(repo: &Repository, u: &RefUpdate, request: &PushRequest, ui: &Ui) -> Result<()> {
+    if let Some(name) = u.refname.strip_prefix(DEPLOY_PREFIX) {
+        let Some(new) = u.new else {
+            ui.line(format_args!(
+                "{}: deleted (a deploy ref only records what was deployed)",
+                u.refname
+            ));
+            return Ok(());
+        };
+        if request.scope != Scope::Default || request.validate_only {
+            bail!(
+                "a push to {} names its scope in the ref; drop the -o scope options",
+                u.refname
+            );
+        }
+        let scope = if name == "all" {
+            Scope::All
+        } else {
+            Scope::Group(name.to_string())
+        };
+        return deploy_ref(repo, u.old, new, &u.refname, &scope, false, ui);
+    }
+    if !u.refname.starts_with("refs/heads/") {
+        return pass(u, ui);
+    }
+    let branch = deploy_branch(repo, u);
+    if branch.as_deref() != Some(u.refname.as_str()) {
+        return pass(u, ui);
+    }
+    let Some(new) = u.new else {
+        bail!("{} is the deploy branch and cannot be deleted", u.refname);
+    };
+    deploy_ref(
+        repo,
+        u.old,
+        new,
+        &u.refname,
+        &request.scope,
+        request.validate_only,
+        ui,
+    )
+}
+
+fn pass(u: &RefUpdate, ui: &Ui) -> Result<()> {
+    ui.line(format_args!(
+        "{}: not the deploy branch, passed untouched",
+        u.refname
+    ));
+    Ok(())
+}
+
+/// The deploy branch as the pushed `rollgate.toml` names it, read leniently
+/// (full checks come later, and only for the deploy branch). When the pushed
+/// file is missing or unreadable, the ref's current tip decides, so a broken
+/// or deleted file on the deploy branch is still caught.
+fn deploy_branch(repo: &Repository, u: &RefUpdate) -> Option<String> {
+    let named_in = |id: Oid| -> Option<String> {
+        let commit = repo.find_commit(id).ok()?;
+        let text = Snapshot::of_commit(repo, commit)
+            .ok()?
+            .read_file(config::FILE_NAME)
+            .ok()??;
+        let table: toml::Table = toml::from_str(std::str::from_utf8(&text).ok()?).ok()?;
+        let branch = match table.get("branch") {
+            Some(v) => v.as_str()?.to_string(),
+            None => "main".to_string(),
+        };
+        Some(format!("refs/heads/{branch}"))
+    };
+    u.new
+        .and_then(named_in)
+        .or_else(|| u.old.and_then(named_in))
+}
+
+/// Validates `new` (what changed since `old`, plus what the scope deploys)
+/// and then deploys it unless `validate_only`.
+fn deploy_ref(
+    repo: &Repository,
+    old: Option<Oid>,
+    new: Oid,
+    refname: &str,
+    scope: &Scope,
+    validate_only: bool,
+    ui: &Ui,
+) -> Result<()> {
+    let commit = repo
+        .find_commit(new)
+        .with_context(|| format!("{} is not a commit", short(new)))?;
+    let rev = Revision::load(Snapshot::of_commit(repo, commit)?)?;
+    let targets = scope.resolve(&rev.config)?;
+    // The base is what the ref pointed at; an unreadable old config means
+    // we cannot trust what "changed", so everything is checked.
+    let base = match old {
+        Some(old) => repo
+            .find_commit(old)
+            .ok()
+            .and_then(|c| Snapshot::of_commit(repo, c).ok())
+            .and_then(|s| Revision::load(s).ok()),
+        None => None,
+    };
+    let changed = rev.changed_since(base.as_ref());
+    let mut deployed = Vec::new();
+    if !validate_only {
+        for t in &targets {
+            let group = rev
+                .config
+                .group(&t.group)
+                .expect("resolved from this config");
+            deployed = validate::union(deployed, &rev.group_dirs(group)?);
+        }
+    }
+    let to_check = validate::union(changed, &deployed);
+    ui.line(format_args!(
+        "rollgate: {refname} at {}: checking {} of {} config director{}",
+        short(new),
+        to_check.len(),
+        rev.dirs.len(),
+        if rev.dirs.len() == 1 { "y" } else { "ies" }
+    ));
+    let _worktree = validate::gate(&rev, &to_check, &deployed, ui)?;
+    if validate_only {
+        ui.line("validate-only: nothing deployed");
+        return Ok(());
+    }
+    let names: Vec<&str> = targets.iter().map(|t| t.group.as_str()).collect();
+    ui.line(format_args!(
+        "validated for {scope} ({}); deploying is not enabled yet",
+        names.join(", ")
+    ));
+    let _ = repo::short;
+    Ok(())
+}

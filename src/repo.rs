@@ -1,0 +1,253 @@
+//! Read-only access to what is being validated or deployed: a commit (also
+//! one still in the push quarantine) or a clone's working tree.
+//!
+//! Nothing here writes a ref or an object. Inside a pre-receive hook git
+//! refuses ref updates, but git2 would not, and a ref to a quarantined object
+//! corrupts the repository once the push is rejected.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use git2::{Commit, ObjectType, Oid, Repository, Tree};
+
+/// Opens the repository named by `--repo`, or else the one git's environment
+/// or the current directory points at. `open_from_env` is what makes the
+/// quarantined objects of a push visible inside the hook.
+pub fn open(path: Option<&Path>) -> Result<Repository> {
+    match path {
+        Some(p) => {
+            Repository::open(p).with_context(|| format!("{} is not a git repository", p.display()))
+        }
+        None => {
+            Repository::open_from_env().context("not inside a git repository (use --repo PATH)")
+        }
+    }
+}
+
+/// Resolves a commit id, tag, branch or expression such as `main~3`.
+pub fn resolve<'r>(repo: &'r Repository, rev: &str) -> Result<Commit<'r>> {
+    repo.revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .with_context(|| format!("revision `{rev}` does not resolve to a commit"))
+}
+
+pub fn short(id: Oid) -> String {
+    id.to_string()[..10].to_string()
+}
+
+/// Where config files are read from.
+pub enum Snapshot<'r> {
+    Commit {
+        repo: &'r Repository,
+        commit: Commit<'r>,
+        tree: Tree<'r>,
+    },
+    Workdir {
+        root: PathBuf,
+    },
+}
+
+impl<'r> Snapshot<'r> {
+    pub fn of_commit(repo: &'r Repository, commit: Commit<'r>) -> Result<Snapshot<'r>> {
+        let tree = commit
+            .tree()
+            .with_context(|| format!("cannot read the tree of {}", short(commit.id())))?;
+        Ok(Snapshot::Commit { repo, commit, tree })
+    }
+
+    /// What `{rev}` means: the commit id, or HEAD's for a working tree.
+    pub fn describe(&self) -> String {
+        match self {
+            Snapshot::Commit { commit, .. } => short(commit.id()),
+            Snapshot::Workdir { root } => format!("the working tree {}", root.display()),
+        }
+    }
+
+    pub fn commit_id(&self) -> Option<Oid> {
+        match self {
+            Snapshot::Commit { commit, .. } => Some(commit.id()),
+            Snapshot::Workdir { .. } => None,
+        }
+    }
+
+    pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        match self {
+            Snapshot::Commit { repo, tree, .. } => {
+                let Ok(entry) = tree.get_path(Path::new(path)) else {
+                    return Ok(None);
+                };
+                if entry.kind() != Some(ObjectType::Blob) {
+                    bail!("{path} is not a file");
+                }
+                let blob = entry
+                    .to_object(repo)?
+                    .peel_to_blob()
+                    .with_context(|| format!("cannot read {path}"))?;
+                Ok(Some(blob.content().to_vec()))
+            }
+            Snapshot::Workdir { root } => match fs::read(root.join(path)) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e).with_context(|| format!("cannot read {path}")),
+            },
+        }
+    }
+
+    /// Names of the subdirectories of `path` ("" is the root); empty when
+    /// `path` is not a directory.
+    pub fn subdirs(&self, path: &str) -> Result<Vec<String>> {
+        match self {
+            Snapshot::Commit { repo, tree, .. } => {
+                let Some(sub) = subtree(repo, tree, path)? else {
+                    return Ok(Vec::new());
+                };
+                Ok(sub
+                    .iter()
+                    .filter(|e| e.kind() == Some(ObjectType::Tree))
+                    .filter_map(|e| e.name().ok().map(String::from))
+                    .collect())
+            }
+            Snapshot::Workdir { root } => {
+                let dir = root.join(path);
+                let Ok(entries) = fs::read_dir(&dir) else {
+                    return Ok(Vec::new());
+                };
+                let mut names = Vec::new();
+                for entry in entries {
+                    let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+                    if entry.file_type()?.is_dir()
+                        && entry.file_name() != ".git"
+                        && let Some(name) = entry.file_name().to_str()
+                    {
+                        names.push(name.to_string());
+                    }
+                }
+                names.sort();
+                Ok(names)
+            }
+        }
+    }
+
+    pub fn is_dir(&self, path: &str) -> Result<bool> {
+        match self {
+            Snapshot::Commit { repo, tree, .. } => Ok(subtree(repo, tree, path)?.is_some()),
+            Snapshot::Workdir { root } => Ok(fs::symlink_metadata(root.join(path))
+                .map(|m| m.is_dir())
+                .unwrap_or(false)),
+        }
+    }
+
+    /// The git tree id of a directory: equal ids mean equal content, which
+    /// is how a push finds what it changed without reading any file.
+    pub fn tree_id(&self, path: &str) -> Option<Oid> {
+        match self {
+            Snapshot::Commit { tree, .. } => tree.get_path(Path::new(path)).ok().map(|e| e.id()),
+            Snapshot::Workdir { .. } => None,
+        }
+    }
+
+    /// Writes the directory `path` (files, modes, symlinks verbatim) under
+    /// `dest_root`, at the same relative path.
+    pub fn materialize(&self, path: &str, dest_root: &Path) -> Result<()> {
+        let dest = dest_root.join(path);
+        fs::create_dir_all(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
+        match self {
+            Snapshot::Commit { repo, tree, .. } => {
+                let sub = subtree(repo, tree, path)?
+                    .with_context(|| format!("{path} is not a directory"))?;
+                write_tree(repo, &sub, &dest, path)
+            }
+            Snapshot::Workdir { root } => copy_dir(&root.join(path), &dest),
+        }
+    }
+}
+
+fn subtree<'r>(repo: &'r Repository, tree: &Tree<'r>, path: &str) -> Result<Option<Tree<'r>>> {
+    if path.is_empty() {
+        return Ok(Some(tree.clone()));
+    }
+    match tree.get_path(Path::new(path)) {
+        Ok(entry) if entry.kind() == Some(ObjectType::Tree) => {
+            Ok(Some(repo.find_tree(entry.id()).with_context(|| {
+                format!("cannot read directory {path}")
+            })?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// git tree entry modes (see git's `fast-import` documentation).
+const MODE_EXEC: i32 = 0o100755;
+const MODE_LINK: i32 = 0o120000;
+const MODE_SUBMODULE: i32 = 0o160000;
+
+fn write_tree(repo: &Repository, tree: &Tree<'_>, dest: &Path, rel: &str) -> Result<()> {
+    for entry in tree.iter() {
+        let name = entry.name_bytes();
+        // A crafted tree can hold names git itself would refuse to check out.
+        if name.is_empty()
+            || name == b"."
+            || name == b".."
+            || name.contains(&b'/')
+            || name.contains(&0)
+        {
+            bail!(
+                "{rel} holds an entry with an unsafe name {:?}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        let target = dest.join(OsStr::from_bytes(name));
+        let shown = || format!("{rel}/{}", String::from_utf8_lossy(name));
+        match entry.filemode() {
+            MODE_SUBMODULE => continue,
+            _ if entry.kind() == Some(ObjectType::Tree) => {
+                fs::create_dir(&target)
+                    .with_context(|| format!("cannot create {}", target.display()))?;
+                let sub = repo
+                    .find_tree(entry.id())
+                    .with_context(|| format!("cannot read {}", shown()))?;
+                write_tree(repo, &sub, &target, &shown())?;
+            }
+            mode => {
+                let blob = repo
+                    .find_blob(entry.id())
+                    .with_context(|| format!("cannot read {}", shown()))?;
+                if mode == MODE_LINK {
+                    std::os::unix::fs::symlink(OsStr::from_bytes(blob.content()), &target)
+                        .with_context(|| format!("cannot create symlink {}", target.display()))?;
+                } else {
+                    fs::write(&target, blob.content())
+                        .with_context(|| format!("cannot write {}", target.display()))?;
+                    if mode == MODE_EXEC {
+                        fs::set_permissions(&target, fs::Permissions::from_mode(0o755))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
+    for entry in fs::read_dir(src).with_context(|| format!("cannot read {}", src.display()))? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dest.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            let link = fs::read_link(&from)?;
+            std::os::unix::fs::symlink(&link, &to)
+                .with_context(|| format!("cannot create symlink {}", to.display()))?;
+        } else if kind.is_dir() {
+            fs::create_dir(&to).with_context(|| format!("cannot create {}", to.display()))?;
+            copy_dir(&from, &to)?;
+        } else {
+            fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
+        }
+    }
+    Ok(())
+}

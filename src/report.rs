@@ -1,0 +1,59 @@
+//! What the user is told, in one place. Status goes to stderr, line by line
+//! and flushed, because in a hook each line reaches the pusher as it is
+//! written (`remote: ...`); data (`status`, `log`, `--json`) goes to stdout.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How many lines of a failing command's output the pusher sees.
+pub const OUTPUT_LINES: usize = 40;
+
+pub struct Ui {
+    last_write: Mutex<Instant>,
+}
+
+impl Default for Ui {
+    fn default() -> Self {
+        Ui {
+            last_write: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Ui {
+    pub fn line(&self, text: impl std::fmt::Display) {
+        let mut last = self.last_write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut err = std::io::stderr().lock();
+        // A closed stderr (the pusher hung up) must not stop a deploy halfway.
+        let _ = writeln!(err, "{text}");
+        let _ = err.flush();
+        *last = Instant::now();
+    }
+
+    /// A command's output, indented and capped, so a chatty checker cannot
+    /// bury the verdict.
+    pub fn output(&self, text: &str) {
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        for line in lines.iter().take(OUTPUT_LINES) {
+            self.line(format_args!("      | {line}"));
+        }
+        if lines.len() > OUTPUT_LINES {
+            self.line(format_args!(
+                "      | ... {} more lines",
+                lines.len() - OUTPUT_LINES
+            ));
+        }
+    }
+
+    pub fn quiet_for(&self) -> Duration {
+        self.last_write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+}
+
+pub fn seconds(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}

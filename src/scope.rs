@@ -1,0 +1,210 @@
+//! Which hosts a deploy may touch. One group unless `all` is said out loud:
+//! an empty or unresolvable scope is an error, never "everything".
+
+use anyhow::{Result, bail};
+
+use crate::config::Config;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The config's `default_group`.
+    Default,
+    Group(String),
+    Host(String),
+    All,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Default => write!(f, "the default group"),
+            Scope::Group(g) => write!(f, "group {g}"),
+            Scope::Host(h) => write!(f, "host {h}"),
+            Scope::All => write!(f, "all groups"),
+        }
+    }
+}
+
+/// What a push asked for with `-o`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRequest {
+    pub scope: Scope,
+    pub validate_only: bool,
+}
+
+pub const KNOWN_OPTIONS: &str = "group=NAME, host=NAME, all, validate-only";
+
+pub fn parse_push_options(options: &[String]) -> Result<PushRequest> {
+    let mut scope: Option<(Scope, &str)> = None;
+    let mut validate_only = false;
+    for opt in options {
+        let parsed = match opt.split_once('=') {
+            Some(("group", name)) if !name.is_empty() => Scope::Group(name.to_string()),
+            Some(("host", name)) if !name.is_empty() => Scope::Host(name.to_string()),
+            None if opt == "all" => Scope::All,
+            None if opt == "validate-only" => {
+                validate_only = true;
+                continue;
+            }
+            _ => bail!("unknown push option {opt:?} (rollgate knows: {KNOWN_OPTIONS})"),
+        };
+        if let Some((_, earlier)) = &scope {
+            bail!(
+                "push options {earlier:?} and {opt:?} conflict: give one of group=, host= or all"
+            );
+        }
+        scope = Some((parsed, opt));
+    }
+    Ok(PushRequest {
+        scope: scope.map(|(s, _)| s).unwrap_or(Scope::Default),
+        validate_only,
+    })
+}
+
+/// A group and the hosts of it in scope, in inventory order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub group: String,
+    pub hosts: Vec<String>,
+}
+
+impl Scope {
+    /// The groups and hosts this scope names in `config`, in deploy order.
+    pub fn resolve(&self, config: &Config) -> Result<Vec<Target>> {
+        let whole = |name: &str| {
+            let g = config.group(name).expect("caller checked the group");
+            Target {
+                group: g.name.clone(),
+                hosts: g.hosts.clone(),
+            }
+        };
+        match self {
+            Scope::Default => match &config.default_group {
+                Some(g) => Ok(vec![whole(g)]),
+                None if config.groups.is_empty() => {
+                    bail!("rollgate.toml has no groups to deploy to")
+                }
+                None => bail!(
+                    "rollgate.toml has several groups and no default_group, so rollgate will not guess: \
+                     name one (groups: {}) or widen to all",
+                    config.group_names()
+                ),
+            },
+            Scope::Group(name) => {
+                if config.group(name).is_none() {
+                    bail!(
+                        "no group {name:?} in rollgate.toml (groups: {})",
+                        config.group_names()
+                    );
+                }
+                Ok(vec![whole(name)])
+            }
+            Scope::Host(host) => match config.group_of_host(host) {
+                Some(g) => Ok(vec![Target {
+                    group: g.name.clone(),
+                    hosts: vec![host.clone()],
+                }]),
+                None => bail!(
+                    "no host {host:?} in rollgate.toml (hosts: {})",
+                    config.host_names()
+                ),
+            },
+            Scope::All => {
+                if config.groups.is_empty() {
+                    bail!("rollgate.toml has no groups to deploy to");
+                }
+                let first = config.default_group.as_deref();
+                let mut out: Vec<Target> = first.map(whole).into_iter().collect();
+                out.extend(
+                    config
+                        .groups
+                        .iter()
+                        .filter(|g| Some(g.name.as_str()) != first)
+                        .map(|g| whole(&g.name)),
+                );
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(items: &[&str]) -> Result<PushRequest> {
+        parse_push_options(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn no_option_means_default_scope() {
+        assert_eq!(
+            opts(&[]).unwrap(),
+            PushRequest {
+                scope: Scope::Default,
+                validate_only: false
+            }
+        );
+    }
+
+    #[test]
+    fn scope_options_parse() {
+        assert_eq!(
+            opts(&["group=farm"]).unwrap().scope,
+            Scope::Group("farm".into())
+        );
+        assert_eq!(opts(&["host=s1"]).unwrap().scope, Scope::Host("s1".into()));
+        assert_eq!(opts(&["all"]).unwrap().scope, Scope::All);
+        assert!(opts(&["validate-only"]).unwrap().validate_only);
+    }
+
+    #[test]
+    fn unknown_and_conflicting_options_are_refused() {
+        let e = opts(&["grup=farm"]).unwrap_err().to_string();
+        assert!(e.contains("grup=farm") && e.contains(KNOWN_OPTIONS), "{e}");
+        assert!(opts(&["group="]).is_err());
+        assert!(
+            opts(&["group=a", "all"])
+                .unwrap_err()
+                .to_string()
+                .contains("conflict")
+        );
+    }
+
+    #[test]
+    fn all_puts_the_default_group_first() {
+        let config = Config::parse(
+            r#"
+default_group = "canary"
+[services.s]
+source = "s"
+check = ["true"]
+deploy = ["true"]
+[groups.farm]
+hosts = ["a", "b"]
+[groups.canary]
+hosts = ["c"]
+[groups.edge]
+hosts = ["d"]
+"#,
+            "test",
+        )
+        .unwrap();
+        let groups: Vec<String> = Scope::All
+            .resolve(&config)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.group)
+            .collect();
+        assert_eq!(groups, ["canary", "farm", "edge"]);
+        let e = Scope::Group("nope".into())
+            .resolve(&config)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("farm, canary, edge"), "{e}");
+        assert_eq!(
+            Scope::Host("b".into()).resolve(&config).unwrap()[0].hosts,
+            ["b"]
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! The gate every entry point shares: write what is needed into a fresh work
+//! tree, run the checks, and hand back the work tree only if all passed.
+
+use anyhow::{Context, Result};
+use git2::Repository;
+
+use crate::check;
+use crate::error::Failed;
+use crate::repo::Snapshot;
+use crate::report::Ui;
+use crate::revision::{ConfigDir, Revision};
+use crate::worktree::Worktree;
+
+/// Checks `to_check` and writes `also_needed` (what a deploy will copy) into
+/// the same work tree. A failed check is a `Failed` error: nothing deploys.
+pub fn gate(
+    rev: &Revision<'_>,
+    to_check: &[ConfigDir],
+    also_needed: &[ConfigDir],
+    ui: &Ui,
+) -> Result<Worktree> {
+    let paths: Vec<String> = to_check
+        .iter()
+        .chain(also_needed)
+        .map(|d| d.path.clone())
+        .collect();
+    let worktree = Worktree::create(&rev.snapshot, &paths).map_err(|e| {
+        let msg = format!("{e:#}");
+        ui.line(format_args!("  FAILED {msg}"));
+        anyhow::Error::new(Failed(msg))
+    })?;
+    let rev_id = rev
+        .snapshot
+        .commit_id()
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| "WORKTREE".into());
+    if !check::check_dirs(&rev.config, to_check, &worktree, &rev_id, ui)? {
+        return Err(Failed(format!("validation failed at {}", rev.snapshot.describe())).into());
+    }
+    Ok(worktree)
+}
+
+/// `to_check` plus anything in `more` not already in it, keeping order.
+pub fn union(mut to_check: Vec<ConfigDir>, more: &[ConfigDir]) -> Vec<ConfigDir> {
+    for d in more {
+        if !to_check.contains(d) {
+            to_check.push(d.clone());
+        }
+    }
+    to_check
+}
+
+pub struct ValidateOptions {
+    /// `None`: the working tree of a clone.
+    pub rev: Option<String>,
+    /// Every directory, not only those changed since the upstream branch.
+    pub all: bool,
+}
+
+/// `rollgate validate`: the push's checks, run by an author before pushing.
+pub fn validate(repo: &Repository, opts: &ValidateOptions, ui: &Ui) -> Result<()> {
+    let snapshot = match &opts.rev {
+        Some(r) => Snapshot::of_commit(repo, crate::repo::resolve(repo, r)?)?,
+        None => Snapshot::Workdir {
+            root: repo
+                .workdir()
+                .context("a bare repository has no working tree: pass --rev REV")?
+                .to_path_buf(),
+        },
+    };
+    let rev = Revision::load(snapshot)?;
+    // A working tree has no tree ids to compare, so it is checked whole.
+    let base = if opts.all { None } else { upstream(repo) };
+    let to_check = rev.changed_since(base.as_ref().map(|(_, r)| r));
+    let since = match &base {
+        Some((name, _)) if opts.rev.is_some() => format!(" (changed since {name})"),
+        _ => String::new(),
+    };
+    ui.line(format_args!(
+        "rollgate: {}: checking {} of {} config director{}{since}",
+        rev.snapshot.describe(),
+        to_check.len(),
+        rev.dirs.len(),
+        if rev.dirs.len() == 1 { "y" } else { "ies" },
+    ));
+    gate(&rev, &to_check, &[], ui).map(drop)
+}
+
+/// The current branch's upstream, which is what a push will be compared to.
+fn upstream(repo: &Repository) -> Option<(String, Revision<'_>)> {
+    let head = repo.head().ok()?;
+    let name = repo.branch_upstream_name(head.name().ok()?).ok()?;
+    let name = name.as_str().ok()?.to_string();
+    let commit = repo.find_reference(&name).ok()?.peel_to_commit().ok()?;
+    let rev = Revision::load(Snapshot::of_commit(repo, commit).ok()?).ok()?;
+    Some((name.trim_start_matches("refs/remotes/").to_string(), rev))
+}
