@@ -32,6 +32,8 @@ struct RawConfig {
     lock_wait: Duration,
     #[serde(default = "default_pusher_env")]
     pusher_env: Vec<String>,
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    heartbeat: Duration,
     #[serde(default)]
     services: IndexMap<String, RawService>,
     #[serde(default)]
@@ -74,6 +76,9 @@ fn default_pusher_env() -> Vec<String> {
         .map(String::from)
         .to_vec()
 }
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(20)
+}
 fn default_timeout() -> Duration {
     Duration::from_secs(60)
 }
@@ -101,7 +106,11 @@ pub struct Config {
     pub default_group: Option<String>,
     pub on_failure: OnFailure,
     pub lock_wait: Duration,
+    /// Who a deploy is recorded as: the first of these variables that is set.
     pub pusher_env: Vec<String>,
+    /// After this long without output, a deploy prints a line anyway, so
+    /// proxies and CI runners do not cut a long push.
+    pub heartbeat: Duration,
     pub services: Vec<Service>,
     /// In file order: `all` deploys the default group first, then these in order.
     pub groups: Vec<Group>,
@@ -226,6 +235,7 @@ impl Config {
             on_failure: raw.on_failure,
             lock_wait: raw.lock_wait,
             pusher_env: raw.pusher_env,
+            heartbeat: raw.heartbeat,
             services,
             groups,
         })
@@ -255,6 +265,14 @@ impl Config {
                 .iter()
                 .flat_map(|g| g.hosts.iter().map(String::as_str)),
         )
+    }
+
+    /// Who is deploying, as the first set variable of `pusher_env` says.
+    pub fn who(&self) -> String {
+        self.pusher_env
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "unknown".into())
     }
 
     /// The deploy branch as a full ref name.

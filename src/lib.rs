@@ -4,15 +4,21 @@
 
 pub mod check;
 pub mod config;
+pub mod deploy;
 pub mod error;
 pub mod install;
+pub mod journal;
+pub mod lock;
+pub mod plan;
 pub mod process;
 pub mod push;
 pub mod receive;
 pub mod repo;
 pub mod report;
 pub mod revision;
+pub mod rollout;
 pub mod scope;
+pub mod status;
 pub mod template;
 pub mod validate;
 pub mod worktree;

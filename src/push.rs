@@ -8,12 +8,13 @@ use anyhow::{Context, Result, bail};
 use git2::{Oid, Repository};
 
 use crate::config;
+use crate::deploy::{self, DeployOptions};
+use crate::journal::Action;
 use crate::receive::RefUpdate;
-use crate::repo::{self, Snapshot, short};
+use crate::repo::{Snapshot, short};
 use crate::report::Ui;
 use crate::revision::Revision;
 use crate::scope::{PushRequest, Scope};
-use crate::validate;
 
 const DEPLOY_PREFIX: &str = "refs/deploy/";
 
@@ -50,7 +51,7 @@ fn handle(repo: &Repository, u: &RefUpdate, request: &PushRequest, ui: &Ui) -> R
         } else {
             Scope::Group(name.to_string())
         };
-        return deploy_ref(repo, u.old, new, &u.refname, &scope, false, ui);
+        return deploy_ref(repo, u.old, new, &scope, false, &request.options, ui);
     }
     if !u.refname.starts_with("refs/heads/") {
         return pass(u, ui);
@@ -66,9 +67,9 @@ fn handle(repo: &Repository, u: &RefUpdate, request: &PushRequest, ui: &Ui) -> R
         repo,
         u.old,
         new,
-        &u.refname,
         &request.scope,
         request.validate_only,
+        &request.options,
         ui,
     )
 }
@@ -110,55 +111,28 @@ fn deploy_ref(
     repo: &Repository,
     old: Option<Oid>,
     new: Oid,
-    refname: &str,
     scope: &Scope,
     validate_only: bool,
+    push_options: &[String],
     ui: &Ui,
 ) -> Result<()> {
     let commit = repo
         .find_commit(new)
         .with_context(|| format!("{} is not a commit", short(new)))?;
     let rev = Revision::load(Snapshot::of_commit(repo, commit)?)?;
-    let targets = scope.resolve(&rev.config)?;
     // The base is what the ref pointed at; an unreadable old config means
     // we cannot trust what "changed", so everything is checked.
-    let base = match old {
-        Some(old) => repo
-            .find_commit(old)
-            .ok()
-            .and_then(|c| Snapshot::of_commit(repo, c).ok())
-            .and_then(|s| Revision::load(s).ok()),
-        None => None,
+    let base = old
+        .and_then(|old| repo.find_commit(old).ok())
+        .and_then(|c| Snapshot::of_commit(repo, c).ok())
+        .and_then(|s| Revision::load(s).ok());
+    let opts = DeployOptions {
+        action: Action::Deploy,
+        scope: scope.clone(),
+        dry_run: false,
+        push_options: push_options.to_vec(),
+        also_check: rev.changed_since(base.as_ref()),
+        deploy: !validate_only,
     };
-    let changed = rev.changed_since(base.as_ref());
-    let mut deployed = Vec::new();
-    if !validate_only {
-        for t in &targets {
-            let group = rev
-                .config
-                .group(&t.group)
-                .expect("resolved from this config");
-            deployed = validate::union(deployed, &rev.group_dirs(group)?);
-        }
-    }
-    let to_check = validate::union(changed, &deployed);
-    ui.line(format_args!(
-        "rollgate: {refname} at {}: checking {} of {} config director{}",
-        short(new),
-        to_check.len(),
-        rev.dirs.len(),
-        if rev.dirs.len() == 1 { "y" } else { "ies" }
-    ));
-    let _worktree = validate::gate(&rev, &to_check, &deployed, ui)?;
-    if validate_only {
-        ui.line("validate-only: nothing deployed");
-        return Ok(());
-    }
-    let names: Vec<&str> = targets.iter().map(|t| t.group.as_str()).collect();
-    ui.line(format_args!(
-        "validated for {scope} ({}); deploying is not enabled yet",
-        names.join(", ")
-    ));
-    let _ = repo::short;
-    Ok(())
+    deploy::deploy(repo, &rev, opts, ui)
 }

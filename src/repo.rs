@@ -36,7 +36,12 @@ pub fn resolve<'r>(repo: &'r Repository, rev: &str) -> Result<Commit<'r>> {
 }
 
 pub fn short(id: Oid) -> String {
-    id.to_string()[..10].to_string()
+    short_str(&id.to_string())
+}
+
+/// The first 10 hex digits, as people quote commit ids.
+pub fn short_str(id: &str) -> String {
+    id.chars().take(10).collect()
 }
 
 /// Where config files are read from.

@@ -21,12 +21,19 @@ pub struct ConfigDir {
 impl ConfigDir {
     /// `sshd 9.6`: the service and its version, as people say it.
     pub fn label(&self) -> String {
-        if self.vars.is_empty() {
-            self.service.clone()
-        } else {
-            let values: Vec<&str> = self.vars.values().map(String::as_str).collect();
-            format!("{} {}", self.service, values.join("/"))
+        match self.version() {
+            v if v.is_empty() => self.service.clone(),
+            v => format!("{} {v}", self.service),
         }
+    }
+
+    /// The values of the source's placeholders, e.g. `9.6`.
+    pub fn version(&self) -> String {
+        self.vars
+            .values()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("/")
     }
 }
 

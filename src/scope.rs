@@ -30,6 +30,8 @@ impl std::fmt::Display for Scope {
 pub struct PushRequest {
     pub scope: Scope,
     pub validate_only: bool,
+    /// As given, for the journal.
+    pub options: Vec<String>,
 }
 
 pub const KNOWN_OPTIONS: &str = "group=NAME, host=NAME, all, validate-only";
@@ -58,6 +60,7 @@ pub fn parse_push_options(options: &[String]) -> Result<PushRequest> {
     Ok(PushRequest {
         scope: scope.map(|(s, _)| s).unwrap_or(Scope::Default),
         validate_only,
+        options: options.to_vec(),
     })
 }
 
@@ -142,7 +145,8 @@ mod tests {
             opts(&[]).unwrap(),
             PushRequest {
                 scope: Scope::Default,
-                validate_only: false
+                validate_only: false,
+                options: vec![],
             }
         );
     }

@@ -1,7 +1,10 @@
 //! The command line: one file per subcommand, each a thin layer that turns
 //! arguments into plain values and calls the library.
 
+mod deploy;
 mod hook;
+mod scope_args;
+mod status;
 mod validate;
 
 use std::path::PathBuf;
@@ -26,6 +29,9 @@ enum Command {
     #[command(subcommand)]
     Hook(hook::HookCommand),
     Validate(validate::ValidateArgs),
+    Deploy(deploy::DeployArgs),
+    Status(status::StatusArgs),
+    Log(status::LogArgs),
 }
 
 /// `--repo`, which every command takes.
@@ -41,6 +47,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Hook(c) => hook::run(c, &ui),
         Command::Validate(a) => validate::run(a, &ui),
+        Command::Deploy(a) => deploy::run(a, &ui),
+        Command::Status(a) => status::status(a, &ui),
+        Command::Log(a) => status::log(a, &ui),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,40 @@
+use anyhow::Result;
+use clap::Args;
+use rollgate::deploy::{self, DeployOptions};
+use rollgate::journal::Action;
+use rollgate::repo::{self, Snapshot};
+use rollgate::report::Ui;
+use rollgate::revision::Revision;
+
+use super::RepoArg;
+use super::scope_args::ScopeArgs;
+
+/// Validate a revision and deploy it to one group (or host, or --all)
+#[derive(Args)]
+pub struct DeployArgs {
+    /// A commit id, tag, branch or expression such as main~3
+    #[arg(long, value_name = "REV")]
+    rev: String,
+    #[command(flatten)]
+    scope: ScopeArgs,
+    /// Show the hosts and commands, run nothing
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    repo: RepoArg,
+}
+
+pub fn run(args: DeployArgs, ui: &Ui) -> Result<()> {
+    let repo = repo::open(args.repo.repo.as_deref())?;
+    let commit = repo::resolve(&repo, &args.rev)?;
+    let rev = Revision::load(Snapshot::of_commit(&repo, commit)?)?;
+    let opts = DeployOptions {
+        action: Action::Deploy,
+        scope: args.scope.scope(),
+        dry_run: args.dry_run,
+        push_options: Vec::new(),
+        also_check: Vec::new(),
+        deploy: true,
+    };
+    deploy::deploy(&repo, &rev, opts, ui)
+}

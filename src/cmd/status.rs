@@ -1,0 +1,139 @@
+use anyhow::Result;
+use clap::Args;
+use rollgate::repo::{self, short_str};
+use rollgate::report::Ui;
+use rollgate::status::{self, Report};
+
+use super::RepoArg;
+
+/// Per host and service: revision, version, when, by whom, result
+#[derive(Args)]
+pub struct StatusArgs {
+    /// One JSON object per host and service, as an array
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    repo: RepoArg,
+}
+
+/// The journal's runs, newest first
+#[derive(Args)]
+pub struct LogArgs {
+    /// At most this many runs
+    #[arg(short = 'n', value_name = "N")]
+    limit: Option<usize>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    repo: RepoArg,
+}
+
+pub fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
+    let repo = repo::open(args.repo.repo.as_deref())?;
+    let report = status::status(repo.path())?;
+    warn_unreadable(ui, &report);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.items)?);
+        return Ok(());
+    }
+    if report.items.is_empty() {
+        ui.line("nothing deployed yet");
+        return Ok(());
+    }
+    let mut rows = vec![
+        [
+            "HOST", "SERVICE", "VERSION", "GROUP", "REV", "WHEN", "WHO", "ACTION", "RESULT",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for s in &report.items {
+        let mut result = s.result.clone();
+        if let Some(left) = &s.left {
+            result = format!("{result} (left {})", short_str(left));
+        }
+        rows.push(vec![
+            s.host.clone(),
+            s.service.clone(),
+            s.version.clone(),
+            s.group.clone(),
+            short_str(&s.rev),
+            s.when.clone(),
+            s.who.clone(),
+            s.action.to_string(),
+            result,
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+pub fn log(args: LogArgs, ui: &Ui) -> Result<()> {
+    let repo = repo::open(args.repo.repo.as_deref())?;
+    let report = status::log(repo.path(), args.limit)?;
+    warn_unreadable(ui, &report);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.items)?);
+        return Ok(());
+    }
+    for run in &report.items {
+        let ok = run
+            .steps
+            .iter()
+            .filter(|s| s.result == rollgate::journal::Outcome::Ok)
+            .count();
+        let failed = run.steps.len() - ok;
+        let options = if run.options.is_empty() {
+            String::new()
+        } else {
+            format!("  -o {}", run.options.join(" -o "))
+        };
+        println!(
+            "{}  {}  {} {}  by {}  {}  ({ok} ok, {failed} failed){options}",
+            run.time,
+            run.run,
+            run.action,
+            short_str(&run.rev),
+            run.who,
+            run.result,
+        );
+        for s in &run.steps {
+            println!(
+                "    {} {} {} {} {} {}{}",
+                s.action,
+                s.host.as_deref().unwrap_or("-"),
+                s.service.as_deref().unwrap_or("-"),
+                s.version.as_deref().unwrap_or("-"),
+                short_str(&s.rev),
+                s.result,
+                s.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn warn_unreadable<T>(ui: &Ui, report: &Report<T>) {
+    for line in &report.unreadable {
+        ui.line(format_args!(
+            "warning: journal line {line} is unreadable (a write cut short?); skipped"
+        ));
+    }
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}

@@ -1,0 +1,186 @@
+//! A deploy as data: which hosts, in which batches, running which argv.
+//!
+//! Every command is rendered here, before the lock is taken or any host is
+//! touched, so a bad placeholder can never fail a rollout halfway.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::config::Group;
+use crate::report::Ui;
+use crate::revision::Revision;
+use crate::scope::Target;
+use crate::worktree::Worktree;
+
+pub struct Plan {
+    /// Full commit id being deployed.
+    pub rev: String,
+    pub stages: Vec<Stage>,
+}
+
+/// One group's hosts, deployed `batch` at a time.
+pub struct Stage {
+    pub group: String,
+    pub batch: usize,
+    pub hosts: Vec<HostJob>,
+}
+
+pub struct HostJob {
+    pub group: String,
+    pub host: String,
+    pub services: Vec<ServiceJob>,
+}
+
+pub struct ServiceJob {
+    pub service: String,
+    pub version: String,
+    pub path: String,
+    pub steps: Vec<Step>,
+    pub timeout: Duration,
+    pub health_wait: Duration,
+}
+
+pub struct Step {
+    /// `deploy`, `reload` or `health`.
+    pub role: &'static str,
+    pub argv: Vec<String>,
+}
+
+impl Plan {
+    pub fn host_count(&self) -> usize {
+        self.stages.iter().map(|s| s.hosts.len()).sum()
+    }
+
+    /// `--dry-run`: every host and command, nothing run.
+    pub fn show(&self, ui: &Ui) {
+        for stage in &self.stages {
+            ui.line(format_args!(
+                "group {}: {} host{}, {} at a time",
+                stage.group,
+                stage.hosts.len(),
+                if stage.hosts.len() == 1 { "" } else { "s" },
+                stage.batch
+            ));
+            for job in &stage.hosts {
+                for s in &job.services {
+                    for step in &s.steps {
+                        ui.line(format_args!(
+                            "  [{}] {} {}: {}",
+                            job.host,
+                            s.service,
+                            step.role,
+                            shown(&step.argv)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An argv as a person would retype it; display only, never executed.
+fn shown(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%{}".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn build(rev: &Revision<'_>, worktree: &Worktree, targets: &[Target]) -> Result<Plan> {
+    let rev_id = rev
+        .snapshot
+        .commit_id()
+        .context("only a commit can be deployed")?
+        .to_string();
+    let mut stages = Vec::new();
+    for t in targets {
+        let group = rev
+            .config
+            .group(&t.group)
+            .expect("targets are resolved from this config");
+        let hosts = t
+            .hosts
+            .iter()
+            .map(|h| host_job(rev, worktree, group, h, None))
+            .collect::<Result<_>>()?;
+        stages.push(Stage {
+            group: group.name.clone(),
+            batch: group.batch,
+            hosts,
+        });
+    }
+    Ok(Plan {
+        rev: rev_id,
+        stages,
+    })
+}
+
+/// The commands for one host of `group`; `only` limits it to one service
+/// (restoring a single service to an earlier revision).
+pub fn host_job(
+    rev: &Revision<'_>,
+    worktree: &Worktree,
+    group: &Group,
+    host: &str,
+    only: Option<&str>,
+) -> Result<HostJob> {
+    let rev_id = rev
+        .snapshot
+        .commit_id()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    let mut services = Vec::new();
+    for dir in rev.group_dirs(group)? {
+        if only.is_some_and(|o| o != dir.service) {
+            continue;
+        }
+        let service = rev
+            .config
+            .service(&dir.service)
+            .expect("dirs come from this config");
+        let abs = worktree.path_of(&dir.path).display().to_string();
+        let lookup = |name: &str| -> Option<String> {
+            match name {
+                "dir" => Some(abs.clone()),
+                "host" => Some(host.to_string()),
+                "group" => Some(group.name.clone()),
+                "service" => Some(service.name.clone()),
+                "rev" => Some(rev_id.clone()),
+                "worktree" => Some(worktree.root().display().to_string()),
+                other => group.vars.get(other).cloned(),
+            }
+        };
+        let mut steps = Vec::new();
+        for (role, argv) in service.host_steps() {
+            let argv = argv
+                .iter()
+                .map(|t| t.render(&lookup))
+                .collect::<Result<Vec<_>>>()
+                .with_context(|| format!("services.{}.{role} for host {host}", service.name))?;
+            steps.push(Step { role, argv });
+        }
+        services.push(ServiceJob {
+            service: service.name.clone(),
+            version: dir.version(),
+            path: dir.path.clone(),
+            steps,
+            timeout: service.timeout,
+            health_wait: service.health_wait,
+        });
+    }
+    Ok(HostJob {
+        group: group.name.clone(),
+        host: host.to_string(),
+        services,
+    })
+}

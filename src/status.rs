@@ -1,0 +1,226 @@
+//! `status` and `log`: what the journal says ran where.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::journal::{self, Action, Event, History, Outcome, Record};
+use crate::lock;
+
+/// One host and service, as it stands.
+#[derive(Debug, Serialize)]
+pub struct HostState {
+    pub host: String,
+    pub service: String,
+    pub group: String,
+    pub version: String,
+    pub rev: String,
+    pub when: String,
+    pub who: String,
+    pub action: Action,
+    /// ok, failed, restored, rolled-back, interrupted
+    pub result: String,
+    /// For a rollback or restore: the revision the host left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
+    pub run: String,
+}
+
+pub struct Report<T> {
+    pub items: Vec<T>,
+    /// Journal lines that could not be read (a torn write), 1-based.
+    pub unreadable: Vec<usize>,
+}
+
+pub fn status(git_dir: &Path) -> Result<Report<HostState>> {
+    let history = journal::read(git_dir)?;
+    let live = lock::is_held(git_dir)?;
+    let mut rows: BTreeMap<(String, String), HostState> = BTreeMap::new();
+    let mut good_rev: BTreeMap<(String, String), String> = BTreeMap::new();
+    for r in history.records.iter().filter(|r| r.event == Event::Host) {
+        let (Some(host), Some(service)) = (&r.host, &r.service) else {
+            continue;
+        };
+        let key = (host.clone(), service.clone());
+        let before = good_rev.get(&key).cloned();
+        let result = match (r.action, r.result) {
+            (_, Outcome::Failed) => "failed",
+            (Action::Restore, _) => "restored",
+            (Action::Rollback, _) => "rolled-back",
+            _ => "ok",
+        };
+        if r.result == Outcome::Ok {
+            good_rev.insert(key.clone(), r.rev.clone());
+        }
+        let left = match r.action {
+            Action::Deploy => None,
+            _ => before.filter(|b| *b != r.rev),
+        };
+        rows.insert(key, state_of(r, host, service, result, left));
+    }
+    for run in interrupted_runs(&history, live) {
+        for entry in &run.start.hosts {
+            let host = entry.split_once('/').map_or(entry.as_str(), |(_, h)| h);
+            if run.finished_hosts.contains(&host) {
+                continue;
+            }
+            let services: Vec<String> = rows
+                .keys()
+                .filter(|(h, _)| h == host)
+                .map(|(_, s)| s.clone())
+                .collect();
+            let services = if services.is_empty() {
+                vec!["-".to_string()]
+            } else {
+                services
+            };
+            for service in services {
+                let mut state = state_of(run.start, host, &service, "interrupted", None);
+                state.group = entry
+                    .split_once('/')
+                    .map_or(String::new(), |(g, _)| g.to_string());
+                if let Some(prev) = rows.get(&(host.to_string(), service.clone())) {
+                    state.version = prev.version.clone();
+                    state.left = Some(prev.rev.clone());
+                }
+                rows.insert((host.to_string(), service), state);
+            }
+        }
+    }
+    Ok(Report {
+        items: rows.into_values().collect(),
+        unreadable: history.unreadable,
+    })
+}
+
+fn state_of(
+    r: &Record,
+    host: &str,
+    service: &str,
+    result: &str,
+    left: Option<String>,
+) -> HostState {
+    HostState {
+        host: host.to_string(),
+        service: service.to_string(),
+        group: r.group.clone().unwrap_or_default(),
+        version: r.version.clone().unwrap_or_default(),
+        rev: r.rev.clone(),
+        when: r.time.clone(),
+        who: r.who.clone(),
+        action: r.action,
+        result: result.to_string(),
+        left,
+        run: r.run.clone(),
+    }
+}
+
+struct RunView<'h> {
+    start: &'h Record,
+    end: Option<&'h Record>,
+    finished_hosts: Vec<&'h str>,
+    steps: Vec<&'h Record>,
+}
+
+fn runs(history: &History) -> Vec<RunView<'_>> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_id: BTreeMap<&str, RunView<'_>> = BTreeMap::new();
+    for r in &history.records {
+        match r.event {
+            Event::Start => {
+                order.push(&r.run);
+                by_id.insert(
+                    &r.run,
+                    RunView {
+                        start: r,
+                        end: None,
+                        finished_hosts: vec![],
+                        steps: vec![],
+                    },
+                );
+            }
+            Event::Host => {
+                if let Some(v) = by_id.get_mut(r.run.as_str()) {
+                    if let Some(h) = &r.host {
+                        v.finished_hosts.push(h);
+                    }
+                    v.steps.push(r);
+                }
+            }
+            Event::End => {
+                if let Some(v) = by_id.get_mut(r.run.as_str()) {
+                    v.end = Some(r);
+                }
+            }
+        }
+    }
+    order.iter().filter_map(|id| by_id.remove(id)).collect()
+}
+
+/// Runs with a start and no end. While a deploy holds the lock, the newest
+/// such run is still going, not interrupted.
+fn interrupted_runs(history: &History, live: bool) -> Vec<RunView<'_>> {
+    let mut open: Vec<RunView<'_>> = runs(history)
+        .into_iter()
+        .filter(|r| r.end.is_none())
+        .collect();
+    if live {
+        open.pop();
+    }
+    open
+}
+
+/// One run, as `log` shows it.
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    pub run: String,
+    pub time: String,
+    pub action: Action,
+    pub rev: String,
+    pub who: String,
+    pub options: Vec<String>,
+    /// ok, failed, interrupted, running
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub steps: Vec<Record>,
+}
+
+/// Runs, newest first, at most `limit`.
+pub fn log(git_dir: &Path, limit: Option<usize>) -> Result<Report<RunSummary>> {
+    let history = journal::read(git_dir)?;
+    let live = lock::is_held(git_dir)?;
+    let all = runs(&history);
+    let newest = all.len().saturating_sub(1);
+    let items = all
+        .into_iter()
+        .enumerate()
+        .rev()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|(i, v)| RunSummary {
+            run: v.start.run.clone(),
+            time: v.start.time.clone(),
+            action: v.start.action,
+            rev: v.start.rev.clone(),
+            who: v.start.who.clone(),
+            options: v.start.options.clone(),
+            result: match v.end {
+                Some(e) if e.result == Outcome::Ok => "ok".into(),
+                Some(_) => "failed".into(),
+                None if live && i == newest => "running".into(),
+                None => "interrupted".into(),
+            },
+            duration_ms: v.end.and_then(|e| e.duration_ms),
+            error: v.end.and_then(|e| e.error.clone()),
+            steps: v.steps.into_iter().cloned().collect(),
+        })
+        .collect();
+    Ok(Report {
+        items,
+        unreadable: history.unreadable,
+    })
+}
