@@ -6,35 +6,59 @@ use git2::Repository;
 
 use crate::journal::Action;
 use crate::plan;
-use crate::repo::short;
+use crate::preview;
 use crate::report::Ui;
 use crate::revision::{ConfigDir, Revision};
 use crate::rollout::{self, RunOptions};
-use crate::scope::Scope;
+use crate::scope::{Scope, Target};
 use crate::validate;
 
 pub struct DeployOptions {
     pub action: Action,
-    pub scope: Scope,
+    /// Show what would change and the commands; touch nothing.
     pub dry_run: bool,
     /// What the pusher passed with `-o`, for the journal.
     pub push_options: Vec<String>,
     /// Directories to check besides those deployed (a push's changes).
     pub also_check: Vec<ConfigDir>,
-    /// `false`: check and plan, deploy nothing (`-o validate-only`).
+    /// `false`: check, deploy nothing (`-o validate-only`).
     pub deploy: bool,
 }
 
-pub fn deploy(repo: &Repository, rev: &Revision<'_>, opts: DeployOptions, ui: &Ui) -> Result<()> {
+/// Resolves `scope` against the revision's own inventory, then deploys.
+pub fn deploy(
+    repo: &Repository,
+    rev: &Revision<'_>,
+    scope: &Scope,
+    opts: DeployOptions,
+    ui: &Ui,
+) -> Result<()> {
     // Resolving first means an unknown group or host touches nothing.
-    let targets = opts.scope.resolve(&rev.config)?;
+    let targets = scope.resolve(&rev.config)?;
+    let described = match scope {
+        Scope::Default => format!("group {} (the default)", targets[0].group),
+        other => other.to_string(),
+    };
+    deploy_to(repo, rev, &targets, &described, opts, ui)
+}
+
+/// Validates what `targets` will get, then rolls it out (or, for a dry
+/// run, shows what would change where and the commands).
+pub fn deploy_to(
+    repo: &Repository,
+    rev: &Revision<'_>,
+    targets: &[Target],
+    scope: &str,
+    opts: DeployOptions,
+    ui: &Ui,
+) -> Result<()> {
     let mut deployed = Vec::new();
     if opts.deploy {
-        for t in &targets {
+        for t in targets {
             let group = rev
                 .config
                 .group(&t.group)
-                .expect("resolved from this config");
+                .expect("targets come from this config");
             deployed = validate::union(deployed, &rev.group_dirs(group)?);
         }
     }
@@ -51,13 +75,14 @@ pub fn deploy(repo: &Repository, rev: &Revision<'_>, opts: DeployOptions, ui: &U
         ui.line("validate-only: nothing deployed");
         return Ok(());
     }
-    let plan = plan::build(rev, &worktree, &targets)?;
-    let scope = describe(&opts.scope, &targets);
+    let plan = plan::build(rev, &worktree, targets)?;
     if opts.dry_run {
         ui.line(format_args!(
-            "dry run: would deploy {} to {scope}",
-            short(repo_commit(rev))
+            "dry run: would {} {} to {scope}",
+            opts.action,
+            &plan.rev[..10]
         ));
+        preview::show(repo, rev, targets, &mut std::io::stdout().lock())?;
         plan.show(ui);
         return Ok(());
     }
@@ -65,18 +90,7 @@ pub fn deploy(repo: &Repository, rev: &Revision<'_>, opts: DeployOptions, ui: &U
         action: opts.action,
         who: rev.config.who(),
         push_options: opts.push_options,
-        scope,
+        scope: scope.to_string(),
     };
     rollout::run(repo, rev, &worktree, &plan, &run, ui)
-}
-
-fn repo_commit(rev: &Revision<'_>) -> git2::Oid {
-    rev.snapshot.commit_id().unwrap_or(git2::Oid::ZERO_SHA1)
-}
-
-fn describe(scope: &Scope, targets: &[crate::scope::Target]) -> String {
-    match scope {
-        Scope::Default => format!("group {} (the default)", targets[0].group),
-        other => other.to_string(),
-    }
 }

@@ -194,33 +194,29 @@ pub fn read(git_dir: &Path) -> Result<History> {
 }
 
 impl History {
-    /// The last revision that went through fine on `host`/`service` before
-    /// run `except_run` (restore and rollback targets).
-    pub fn last_good(
-        &self,
-        host: &str,
-        service: &str,
-        except_run: Option<&str>,
-    ) -> Option<&Record> {
+    /// The last revision that went through fine on `host`/`service`: what
+    /// a failed host is restored to, and what `plan` diffs against.
+    pub fn last_good(&self, host: &str, service: &str) -> Option<&Record> {
         self.records.iter().rev().find(|r| {
             r.event == Event::Host
                 && r.result == Outcome::Ok
                 && r.host.as_deref() == Some(host)
                 && r.service.as_deref() == Some(service)
-                && Some(r.run.as_str()) != except_run
         })
     }
 
-    /// The good revision `host`/`service` had before its current one.
-    pub fn previous_good(&self, host: &str, service: &str) -> Option<&Record> {
-        let current = self.last_good(host, service, None)?;
-        self.records.iter().rev().find(|r| {
-            r.event == Event::Host
-                && r.result == Outcome::Ok
-                && r.host.as_deref() == Some(host)
-                && r.service.as_deref() == Some(service)
-                && r.rev != current.rev
-        })
+    /// The good revision a host had before its current one (all services of
+    /// a group are deployed together, so the host's newest record decides).
+    pub fn previous_good_host(&self, host: &str) -> Option<&Record> {
+        let good = |r: &&Record| {
+            r.event == Event::Host && r.result == Outcome::Ok && r.host.as_deref() == Some(host)
+        };
+        let current = self.records.iter().rev().find(good)?;
+        self.records
+            .iter()
+            .rev()
+            .filter(good)
+            .find(|r| r.rev != current.rev)
     }
 }
 
@@ -266,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn previous_good_skips_failures_and_the_current_revision() {
+    fn previous_good_host_skips_failures_and_the_current_revision() {
         let h = History {
             records: vec![
                 host_record("r1", "aaa", Outcome::Ok),
@@ -276,9 +272,8 @@ mod tests {
             ],
             unreadable: vec![],
         };
-        assert_eq!(h.last_good("h1", "sshd", None).unwrap().rev, "bbb");
-        assert_eq!(h.previous_good("h1", "sshd").unwrap().rev, "aaa");
-        assert_eq!(h.last_good("h1", "sshd", Some("r4")).unwrap().rev, "bbb");
-        assert!(h.last_good("h2", "sshd", None).is_none());
+        assert_eq!(h.last_good("h1", "sshd").unwrap().rev, "bbb");
+        assert_eq!(h.previous_good_host("h1").unwrap().rev, "aaa");
+        assert!(h.last_good("h2", "sshd").is_none());
     }
 }

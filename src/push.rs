@@ -126,13 +126,24 @@ fn deploy_ref(
         .and_then(|old| repo.find_commit(old).ok())
         .and_then(|c| Snapshot::of_commit(repo, c).ok())
         .and_then(|s| Revision::load(s).ok());
+    // A deploy ref pushed for the first time is compared with the branch.
+    let tip = repo.refname_to_id(&rev.config.branch_ref()).ok();
     let opts = DeployOptions {
-        action: Action::Deploy,
-        scope: scope.clone(),
+        action: if going_back(repo, old.or(tip), new) {
+            Action::Rollback
+        } else {
+            Action::Deploy
+        },
         dry_run: false,
         push_options: push_options.to_vec(),
         also_check: rev.changed_since(base.as_ref()),
         deploy: !validate_only,
     };
-    deploy::deploy(repo, &rev, opts, ui)
+    deploy::deploy(repo, &rev, scope, opts, ui)
+}
+
+/// A push that moves a ref to an ancestor of where it was is a rollback
+/// (`git push -f origin REV:refs/deploy/NAME`), and is journaled as one.
+fn going_back(repo: &Repository, old: Option<Oid>, new: Oid) -> bool {
+    old.is_some_and(|old| old != new && repo.graph_descendant_of(old, new).unwrap_or(false))
 }

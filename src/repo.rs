@@ -102,6 +102,15 @@ impl<'r> Snapshot<'r> {
         }
     }
 
+    /// The git tree of a directory of a commit (`None` for a working tree
+    /// or a path that is not a directory).
+    pub fn tree_at(&self, path: &str) -> Result<Option<Tree<'r>>> {
+        match self {
+            Snapshot::Commit { repo, tree, .. } => subtree(repo, tree, path),
+            Snapshot::Workdir { .. } => Ok(None),
+        }
+    }
+
     /// Names of the subdirectories of `path` ("" is the root); empty when
     /// `path` is not a directory.
     pub fn subdirs(&self, path: &str) -> Result<Vec<String>> {

@@ -118,9 +118,9 @@ pub fn run(
     let git_dir = repo.path();
     let config = &rev.config;
     let rev_short = &plan.rev[..10];
-    let verb = match opts.action {
-        Action::Rollback => "rollback",
-        _ => "deploy",
+    let (verb, doing, done_verb) = match opts.action {
+        Action::Rollback => ("rollback", "rolling back to", "rolled back to"),
+        _ => ("deploy", "deploying", "deployed"),
     };
     let holder = format!(
         "{}: {verb} of {rev_short} to {}, since {}, pid {}",
@@ -148,7 +148,7 @@ pub fn run(
 
     let total = plan.host_count();
     ui.line(format_args!(
-        "{verb}ing {rev_short} to {} ({total} host{})",
+        "{doing} {rev_short} on {} ({total} host{})",
         opts.scope,
         if total == 1 { "" } else { "s" }
     ));
@@ -239,7 +239,7 @@ pub fn run(
     outcome?;
     if failed.is_empty() {
         ui.line(format_args!(
-            "{verb}ed {rev_short} to {} in {}: {total} ok",
+            "{done_verb} {rev_short} on {} in {}: {total} ok",
             opts.scope,
             seconds(started.elapsed())
         ));
@@ -359,7 +359,7 @@ fn restore(
     for r in hosts {
         for s in &r.services {
             let (host, service) = (r.job.host.as_str(), s.job.service.as_str());
-            match history.last_good(host, service, None) {
+            match history.last_good(host, service) {
                 None => ui.line(format_args!(
                     "[{host}] {service}: no earlier revision in the journal; left as it is"
                 )),

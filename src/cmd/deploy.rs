@@ -30,11 +30,10 @@ pub fn run(args: DeployArgs, ui: &Ui) -> Result<()> {
     let rev = Revision::load(Snapshot::of_commit(&repo, commit)?)?;
     let opts = DeployOptions {
         action: Action::Deploy,
-        scope: args.scope.scope(),
         dry_run: args.dry_run,
         push_options: Vec::new(),
         also_check: Vec::new(),
         deploy: true,
     };
-    deploy::deploy(&repo, &rev, opts, ui)
+    deploy::deploy(&repo, &rev, &args.scope.scope(), opts, ui)
 }

@@ -3,6 +3,8 @@
 
 mod deploy;
 mod hook;
+mod plan;
+mod rollback;
 mod scope_args;
 mod status;
 mod validate;
@@ -30,6 +32,8 @@ enum Command {
     Hook(hook::HookCommand),
     Validate(validate::ValidateArgs),
     Deploy(deploy::DeployArgs),
+    Rollback(rollback::RollbackArgs),
+    Plan(plan::PlanArgs),
     Status(status::StatusArgs),
     Log(status::LogArgs),
 }
@@ -48,6 +52,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Hook(c) => hook::run(c, &ui),
         Command::Validate(a) => validate::run(a, &ui),
         Command::Deploy(a) => deploy::run(a, &ui),
+        Command::Rollback(a) => rollback::run(a, &ui),
+        Command::Plan(a) => plan::run(a, &ui),
         Command::Status(a) => status::status(a, &ui),
         Command::Log(a) => status::log(a, &ui),
     };

@@ -1,0 +1,33 @@
+use anyhow::Result;
+use clap::Args;
+use rollgate::report::Ui;
+use rollgate::rollback::{self, RollbackOptions};
+
+use super::RepoArg;
+use super::scope_args::ScopeArgs;
+
+/// Deploy an earlier revision exactly as it was, without touching the branch
+#[derive(Args)]
+pub struct RollbackArgs {
+    /// The revision to go back to (commit id, tag, main~3); default: the one
+    /// each host had before its current one, from the journal
+    #[arg(long, value_name = "REV")]
+    to: Option<String>,
+    #[command(flatten)]
+    scope: ScopeArgs,
+    /// Show what would change where and the commands; touch nothing
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    repo: RepoArg,
+}
+
+pub fn run(args: RollbackArgs, ui: &Ui) -> Result<()> {
+    let repo = rollgate::repo::open(args.repo.repo.as_deref())?;
+    let opts = RollbackOptions {
+        to: args.to,
+        scope: args.scope.scope(),
+        dry_run: args.dry_run,
+    };
+    rollback::rollback(&repo, opts, ui)
+}

@@ -1,0 +1,129 @@
+//! Revision-pinned rollback: deploy the configuration exactly as of an
+//! earlier revision (its files, inventory and commands) without touching
+//! the branch, through the same gate, lock and journal as any deploy.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use git2::{Oid, Repository};
+
+use crate::deploy::{self, DeployOptions};
+use crate::error::Failed;
+use crate::journal::{self, Action};
+use crate::repo::{self, Snapshot, short_str};
+use crate::report::Ui;
+use crate::revision::Revision;
+use crate::scope::{Scope, Target};
+
+pub struct RollbackOptions {
+    /// `None`: each host goes back to the revision it had before its current one.
+    pub to: Option<String>,
+    pub scope: Scope,
+    pub dry_run: bool,
+}
+
+pub fn rollback(repo: &Repository, opts: RollbackOptions, ui: &Ui) -> Result<()> {
+    let deploy_opts = || DeployOptions {
+        action: Action::Rollback,
+        dry_run: opts.dry_run,
+        push_options: Vec::new(),
+        also_check: Vec::new(),
+        deploy: true,
+    };
+    if let Some(to) = &opts.to {
+        let commit = repo::resolve(repo, to)?;
+        let rev = Revision::load(Snapshot::of_commit(repo, commit)?)
+            .with_context(|| format!("cannot roll back to `{to}`"))?;
+        return deploy::deploy(repo, &rev, &opts.scope, deploy_opts(), ui);
+    }
+    // Which hosts are in scope is the current inventory's business; where
+    // each goes back to is the journal's.
+    let current = Revision::load(Snapshot::of_commit(repo, branch_tip(repo)?)?)?;
+    let targets = opts.scope.resolve(&current.config)?;
+    let history = journal::read(repo.path())?;
+    let mut by_rev: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut stay = Vec::new();
+    for host in targets.iter().flat_map(|t| &t.hosts) {
+        match history.previous_good_host(host) {
+            Some(prev) => by_rev
+                .entry(prev.rev.clone())
+                .or_default()
+                .push(host.clone()),
+            None => stay.push(host.as_str()),
+        }
+    }
+    if !stay.is_empty() {
+        ui.line(format_args!(
+            "no earlier revision in the journal, left alone: {}",
+            stay.join(", ")
+        ));
+    }
+    if by_rev.is_empty() {
+        return Err(Failed(format!("nothing to roll back in {}", opts.scope)).into());
+    }
+    for (rev_id, hosts) in by_rev {
+        let oid = Oid::from_str(&rev_id)
+            .with_context(|| format!("the journal names an invalid revision {rev_id:?}"))?;
+        let commit = repo.find_commit(oid).with_context(|| {
+            format!(
+                "revision {} from the journal is no longer in the repository",
+                short_str(&rev_id)
+            )
+        })?;
+        let old = Revision::load(Snapshot::of_commit(repo, commit)?)?;
+        let targets = targets_in(&old, &hosts, ui);
+        if targets.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = targets
+            .iter()
+            .flat_map(|t| t.hosts.iter().map(String::as_str))
+            .collect();
+        let scope = format!(
+            "host{} {}",
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        );
+        deploy::deploy_to(repo, &old, &targets, &scope, deploy_opts(), ui)?;
+    }
+    Ok(())
+}
+
+/// `hosts` grouped by their group in the old revision's own inventory;
+/// a host that did not exist then is reported and left alone.
+fn targets_in(old: &Revision<'_>, hosts: &[String], ui: &Ui) -> Vec<Target> {
+    let mut targets: Vec<Target> = Vec::new();
+    for host in hosts {
+        let Some(group) = old.config.group_of_host(host) else {
+            ui.line(format_args!(
+                "{host}: not in the inventory at {}; left alone",
+                old.snapshot.describe()
+            ));
+            continue;
+        };
+        match targets.iter_mut().find(|t| t.group == group.name) {
+            Some(t) => t.hosts.push(host.clone()),
+            None => targets.push(Target {
+                group: group.name.clone(),
+                hosts: vec![host.clone()],
+            }),
+        }
+    }
+    targets
+}
+
+/// The deploy branch's tip, as the repository's HEAD names it.
+fn branch_tip(repo: &Repository) -> Result<git2::Commit<'_>> {
+    let head = repo
+        .head()
+        .context("the repository has no HEAD branch yet (nothing pushed?)")?;
+    let commit = head
+        .peel_to_commit()
+        .context("HEAD does not point at a commit")?;
+    let rev = Revision::load(Snapshot::of_commit(repo, commit.clone())?)?;
+    match repo.find_reference(&rev.config.branch_ref()) {
+        Ok(r) => Ok(r.peel_to_commit()?),
+        Err(_) if head.name().ok() == Some(rev.config.branch_ref().as_str()) => Ok(commit),
+        Err(_) => bail!("the deploy branch {} does not exist", rev.config.branch),
+    }
+}
