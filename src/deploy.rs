@@ -36,7 +36,7 @@ pub fn deploy(
     // Resolving first means an unknown group or host touches nothing.
     let targets = scope.resolve(&rev.config)?;
     let described = match scope {
-        Scope::Default => format!("group {} (the default)", targets[0].group),
+        Scope::Default => format!("group {} (default)", targets[0].group),
         other => other.to_string(),
     };
     deploy_to(repo, rev, &targets, &described, opts, ui)

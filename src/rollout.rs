@@ -119,7 +119,7 @@ pub fn run(
     let config = &rev.config;
     let rev_short = &plan.rev[..10];
     let (verb, doing, done_verb) = match opts.action {
-        Action::Rollback => ("rollback", "rolling back to", "rolled back to"),
+        Action::Rollback => ("rollback", "rolling back", "rolled back"),
         _ => ("deploy", "deploying", "deployed"),
     };
     let holder = format!(
@@ -148,7 +148,7 @@ pub fn run(
 
     let total = plan.host_count();
     ui.line(format_args!(
-        "{doing} {rev_short} on {} ({total} host{})",
+        "{doing} {rev_short} to {}: {total} host{}",
         opts.scope,
         if total == 1 { "" } else { "s" }
     ));
@@ -239,7 +239,7 @@ pub fn run(
     outcome?;
     if failed.is_empty() {
         ui.line(format_args!(
-            "{done_verb} {rev_short} on {} in {}: {total} ok",
+            "{done_verb} {rev_short} to {} in {}: {total} ok",
             opts.scope,
             seconds(started.elapsed())
         ));
