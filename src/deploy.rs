@@ -33,7 +33,12 @@ pub fn deploy(
     opts: DeployOptions,
     ui: &Ui,
 ) -> Result<()> {
-    // Resolving first means an unknown group or host touches nothing.
+    // Resolving first means an unknown group or host touches nothing. A
+    // validate-only push needs no scope, unless it names one (then the name
+    // must still be right).
+    if !opts.deploy && *scope == Scope::Default {
+        return deploy_to(repo, rev, &[], "", opts, ui);
+    }
     let targets = scope.resolve(&rev.config)?;
     let described = match scope {
         Scope::Default => format!("group {} (default)", targets[0].group),

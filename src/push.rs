@@ -54,11 +54,14 @@ fn handle(repo: &Repository, u: &RefUpdate, request: &PushRequest, ui: &Ui) -> R
         return deploy_ref(repo, u.old, new, &scope, false, &request.options, ui);
     }
     if !u.refname.starts_with("refs/heads/") {
-        return pass(u, ui);
+        return pass(u, "not a branch", ui);
     }
-    let branch = deploy_branch(repo, u);
-    if branch.as_deref() != Some(u.refname.as_str()) {
-        return pass(u, ui);
+    match deploy_branch(repo, u) {
+        None => return pass(u, "no rollgate.toml", ui),
+        Some(branch) if branch != u.refname => {
+            return pass(u, &format!("not the deploy branch ({branch})"), ui);
+        }
+        Some(_) => {}
     }
     let Some(new) = u.new else {
         bail!("{} is the deploy branch and cannot be deleted", u.refname);
@@ -74,11 +77,8 @@ fn handle(repo: &Repository, u: &RefUpdate, request: &PushRequest, ui: &Ui) -> R
     )
 }
 
-fn pass(u: &RefUpdate, ui: &Ui) -> Result<()> {
-    ui.line(format_args!(
-        "{}: not the deploy branch, passed untouched",
-        u.refname
-    ));
+fn pass(u: &RefUpdate, why: &str, ui: &Ui) -> Result<()> {
+    ui.line(format_args!("{}: {why}, passed untouched", u.refname));
     Ok(())
 }
 

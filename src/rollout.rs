@@ -16,7 +16,7 @@ use crate::journal::{self, Action, Event, History, Journal, Outcome, Record};
 use crate::lock;
 use crate::plan::{self, HostJob, Plan, ServiceJob};
 use crate::process;
-use crate::repo::{Snapshot, short};
+use crate::repo::{Snapshot, short, short_str};
 use crate::report::{Ui, seconds};
 use crate::revision::Revision;
 use crate::worktree::Worktree;
@@ -155,6 +155,8 @@ pub fn run(
     let started = Instant::now();
     let done = AtomicUsize::new(0);
     let mut results: Vec<HostResult<'_>> = Vec::new();
+    // (host, what was put back where)
+    let mut restored: Vec<(String, String)> = Vec::new();
 
     let outcome = std::thread::scope(|s| -> Result<()> {
         let (stop_heartbeat, stop) = mpsc::channel::<()>();
@@ -199,7 +201,7 @@ pub fn run(
                 OnFailure::RestoreFailed => results.iter().filter(|r| r.failed()).collect(),
                 OnFailure::RestoreRun => results.iter().collect(),
             };
-            restore(
+            restored = restore(
                 repo,
                 &history,
                 &to_restore,
@@ -245,13 +247,47 @@ pub fn run(
         ));
         return Ok(());
     }
-    let ok = results.len() - failed.len();
+    let ok: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.failed())
+        .map(|r| r.job.host.as_str())
+        .collect();
     ui.line(format_args!(
-        "{verb} stopped after {}: {ok} ok, {} FAILED ({}), {not_started} not started",
+        "{verb} stopped after {}: {} ok, {} FAILED ({}), {not_started} not started",
         seconds(started.elapsed()),
+        ok.len(),
         failed.len(),
         failed.join(", ")
     ));
+    // Where things stand, so nobody has to reconstruct it mid-incident.
+    let unstarted = plan
+        .stages
+        .iter()
+        .flat_map(|s| &s.hosts)
+        .map(|h| h.host.as_str())
+        .filter(|h| !results.iter().any(|r| r.job.host == *h));
+    for (what, hosts) in [
+        (
+            format!("now on {rev_short}"),
+            names_capped(
+                ok.iter()
+                    .copied()
+                    .filter(|h| !restored.iter().any(|(r, _)| r == h)),
+            ),
+        ),
+        (
+            "restored".to_string(),
+            names_capped(restored.iter().map(|(_, what)| what.as_str())),
+        ),
+        (
+            "not started, unchanged".to_string(),
+            names_capped(unstarted),
+        ),
+    ] {
+        if !hosts.is_empty() {
+            ui.line(format_args!("  {what}: {hosts}"));
+        }
+    }
     Err(Failed(format!(
         "{verb} of {rev_short} failed on {}",
         failed.join(", ")
@@ -353,7 +389,7 @@ fn restore(
     rec: &Recorder<'_>,
     journal: &mut Journal,
     ui: &Ui,
-) -> Result<()> {
+) -> Result<Vec<(String, String)>> {
     // Group by target revision so each old revision is checked out once.
     let mut by_rev: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
     for r in hosts {
@@ -373,17 +409,21 @@ fn restore(
             }
         }
     }
+    let mut restored = Vec::new();
     for (rev_id, pairs) in by_rev {
-        if let Err(e) = restore_to(repo, &rev_id, &pairs, rec, journal, ui) {
-            let hosts: Vec<&str> = pairs.iter().map(|(h, _)| *h).collect();
-            ui.line(format_args!(
-                "could not restore {} to {}: {e:#}",
-                hosts.join(", "),
-                &rev_id[..10.min(rev_id.len())]
-            ));
+        match restore_to(repo, &rev_id, &pairs, rec, journal, ui) {
+            Ok(done) => restored.extend(done),
+            Err(e) => {
+                let hosts: Vec<&str> = pairs.iter().map(|(h, _)| *h).collect();
+                ui.line(format_args!(
+                    "could not restore {} to {}: {e:#}",
+                    hosts.join(", "),
+                    short_str(&rev_id)
+                ));
+            }
         }
     }
-    Ok(())
+    Ok(restored)
 }
 
 fn restore_to(
@@ -393,7 +433,7 @@ fn restore_to(
     rec: &Recorder<'_>,
     journal: &mut Journal,
     ui: &Ui,
-) -> Result<()> {
+) -> Result<Vec<(String, String)>> {
     let oid = Oid::from_str(rev_id)
         .with_context(|| format!("journal names an invalid revision {rev_id:?}"))?;
     let commit = repo
@@ -411,16 +451,23 @@ fn restore_to(
         groups.push(group);
     }
     let worktree = Worktree::create(&old.snapshot, &paths)?;
+    let mut restored = Vec::new();
     for ((host, service), group) in pairs.iter().zip(groups) {
         let job = plan::host_job(&old, &worktree, group, host, Some(service))?;
         let result = run_host(&job, worktree.root());
         journal.append(&rec.host_records(Action::Restore, rev_id, &result))?;
         match result.services.iter().find_map(|s| s.failure.as_ref()) {
-            None => ui.line(format_args!(
-                "[{host}] restored {service} to {} {}",
-                short(oid),
-                seconds(result.duration)
-            )),
+            None => {
+                ui.line(format_args!(
+                    "[{host}] restored {service} to {} {}",
+                    short(oid),
+                    seconds(result.duration)
+                ));
+                restored.push((
+                    host.to_string(),
+                    format!("{host} {service} (to {})", short(oid)),
+                ));
+            }
             Some((error, output)) => {
                 ui.line(format_args!(
                     "[{host}] restore of {service} to {} FAILED: {error}",
@@ -430,7 +477,17 @@ fn restore_to(
             }
         }
     }
-    Ok(())
+    Ok(restored)
+}
+
+/// At most 20 names, then how many more: a 1,000-host line helps nobody.
+fn names_capped<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let all: Vec<&str> = names.collect();
+    let mut text = all.iter().take(20).copied().collect::<Vec<_>>().join(", ");
+    if all.len() > 20 {
+        text.push_str(&format!(" and {} more", all.len() - 20));
+    }
+    text
 }
 
 fn unix_secs() -> u64 {
