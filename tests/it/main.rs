@@ -1,0 +1,14 @@
+//! rollgate's integration tests: one binary (link time), one module per
+//! surface. Every test runs the real `rollgate` binary and the real `git`
+//! (pushes go through `git push` to a bare repository with the installed
+//! hook) in its own temp dirs, with a scrubbed environment; see `support`.
+
+mod support;
+
+mod fleet;
+mod hook_install;
+mod hook_validate;
+mod rollback;
+mod rollout;
+mod ssh_hosts;
+mod validate_cli;

@@ -1,0 +1,1023 @@
+//! The guarded rollout (issue 3), as a pusher and an operator meet it: real
+//! `git push` to a bare repository with the hook installed, real `sshd -t`
+//! checks, real `rsync` deploys to hosts that are local directories, and the
+//! real `rollgate` CLI. Each test judges by what the client saw, the exit
+//! status, where the refs ended up, the journal, `status --json` / `log
+//! --json`, and the files on the hosts. Ordering is proved from timestamps
+//! the deploy commands write, never from sleeps or durations.
+
+use std::fs;
+
+use crate::fleet::{
+    Fleet, Groups, Interval, MAIN, Running, Spec, Tree, cwd_of, group, sh, timed_deploy, wait_until,
+};
+use crate::support::{SSHD_92, SSHD_96, path_str};
+
+const FARM: [&str; 3] = ["server01", "server02", "server03"];
+
+fn short(id: &str) -> &str {
+    &id[..10]
+}
+
+/// A health check that fails only for revision `{rev}` on a host that has
+/// a `{root}/{host}.{rev}.broken` marker, and says why on stderr. Tied to
+/// the revision so that putting the host back on the previous revision (with
+/// that revision's commands) passes it.
+fn health_spec(on_failure: Option<&str>, farm: &[&str], batch: usize) -> Spec {
+    let mut spec = Spec::standard();
+    if let Some(mode) = on_failure {
+        spec.top.push(format!("on_failure = \"{mode}\""));
+    }
+    spec.health = Some(sh(
+        "if test -e {root}/{host}.{rev}.broken; then echo {host} answers 503 >&2; exit 1; fi",
+    ));
+    spec.service.push("health_wait = \"1s\"".into());
+    spec.groups[1] = group("farm", farm, batch, "9.2");
+    spec
+}
+
+/// Deploy that records its start, copies, then holds until `{root}/release`
+/// exists (at most a minute), then records its end: a deploy the test can
+/// keep "in progress" for as long as it needs, without guessing durations.
+fn gated_deploy() -> Vec<String> {
+    sh("set -e; echo start $(date +%s%N) >> {root}/{host}.times; \
+        rsync -a --delete --mkpath {dir}/ {root}/{host}/etc/ssh/; \
+        n=0; while [ ! -e {root}/release ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done; \
+        echo end $(date +%s%N) >> {root}/{host}.times")
+}
+
+fn count_starts(f: &Fleet, host: &str) -> usize {
+    fs::read_to_string(f.hosts.join(format!("{host}.times")))
+        .map(|t| t.lines().filter(|l| l.starts_with("start ")).count())
+        .unwrap_or(0)
+}
+
+fn last(f: &Fleet, host: &str) -> Interval {
+    *f.intervals(host)
+        .last()
+        .unwrap_or_else(|| panic!("{host} has no recorded deploy"))
+}
+
+// ---- scope: one group unless widened ----------------------------------------
+
+#[test]
+fn plain_push_deploys_to_the_canary_only() {
+    let f = Fleet::new();
+    for h in FARM {
+        f.populate(h);
+    }
+    let farm_before: Vec<Tree> = FARM.iter().map(|h| f.tree(h)).collect();
+    let a = f.init(&Spec::standard());
+
+    let out = f.env.push(&[]);
+
+    f.assert_landed(&out, &a);
+    f.assert_on("server04", &a, SSHD_96);
+    for (h, before) in FARM.iter().zip(&farm_before) {
+        assert_eq!(&f.tree(h), before, "{h} was touched by a plain push\n{out}");
+        assert!(f.intervals(h).is_empty(), "{h}'s deploy ran\n{out}");
+    }
+    assert_eq!(f.intervals("server04").len(), 1);
+    // The pusher is told per host and in a closing summary.
+    assert_eq!(out.lines_with(&["[server04] ok"]).len(), 1, "{out}");
+    f.assert_line(&out, &["deployed", short(&a), "group canary", "1 ok"]);
+    for h in FARM {
+        out.assert_lacks(h);
+    }
+
+    let runs = f.runs();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    let run = &runs[0];
+    assert_eq!(run.planned(), ["canary/server04"]);
+    assert_eq!(run.start["action"], "deploy");
+    assert_eq!(run.start["rev"], a.as_str());
+    assert_eq!(
+        run.step_list(),
+        [("deploy".into(), "server04".into(), a.clone(), "ok".into())]
+    );
+    let step = &run.steps[0];
+    assert_eq!(
+        (
+            &step["group"],
+            &step["service"],
+            &step["version"],
+            &step["who"]
+        ),
+        (
+            &"canary".into(),
+            &"sshd".into(),
+            &"9.6".into(),
+            &"tester".into()
+        )
+    );
+    let end = run.end.as_ref().expect("the run ended");
+    assert_eq!(end["result"], "ok");
+
+    let status = f.status();
+    assert_eq!(status.len(), 1, "only the canary has a state: {status:#?}");
+    let row = &status[0];
+    assert_eq!(row["host"], "server04");
+    assert_eq!(row["group"], "canary");
+    assert_eq!(row["version"], "9.6");
+    assert_eq!(row["rev"], a.as_str());
+    assert_eq!(row["result"], "ok");
+    assert_eq!(row["action"], "deploy");
+    let log = f.log();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["result"], "ok");
+    assert_eq!(log[0]["rev"], a.as_str());
+    f.assert_clean();
+}
+
+#[test]
+fn push_option_group_deploys_to_that_group_only() {
+    let f = Fleet::new();
+    let a = f.start(&Spec::standard());
+    let canary = f.tree("server04");
+    let b = f.change("b");
+
+    let out = f.env.push(&["-o", "group=farm"]);
+
+    f.assert_landed(&out, &b);
+    for h in FARM {
+        f.assert_on(h, &b, SSHD_92);
+    }
+    assert_eq!(f.tree("server04"), canary, "the canary was touched\n{out}");
+    assert_eq!(f.intervals("server04").len(), 1);
+    f.assert_line(&out, &["deployed", short(&b), "group farm", "3 ok"]);
+
+    let runs = f.runs();
+    assert_eq!(runs.len(), 2);
+    let run = &runs[1];
+    assert_eq!(
+        run.planned(),
+        ["farm/server01", "farm/server02", "farm/server03"]
+    );
+    assert_eq!(run.start["options"], serde_json::json!(["group=farm"]));
+    let mut hosts = run.hosts();
+    hosts.sort();
+    assert_eq!(hosts, FARM);
+    assert!(
+        run.steps
+            .iter()
+            .all(|s| s["rev"] == b.as_str() && s["result"] == "ok")
+    );
+    assert_eq!(f.status_of("server04")["rev"], a.as_str());
+    for h in FARM {
+        assert_eq!(f.status_of(h)["rev"], b.as_str());
+    }
+    f.assert_clean();
+}
+
+#[test]
+fn push_option_host_deploys_to_that_host_only() {
+    let f = Fleet::new();
+    for h in FARM {
+        f.populate(h);
+    }
+    f.start(&Spec::standard());
+    let others: Vec<(&str, Tree)> = ["server01", "server03", "server04"]
+        .into_iter()
+        .map(|h| (h, f.tree(h)))
+        .collect();
+    let b = f.change("b");
+
+    let out = f.env.push(&["-o", "host=server02"]);
+
+    f.assert_landed(&out, &b);
+    f.assert_on("server02", &b, SSHD_92);
+    for (h, before) in &others {
+        assert_eq!(&f.tree(h), before, "{h} was touched\n{out}");
+    }
+    let runs = f.runs();
+    assert_eq!(runs[1].planned(), ["farm/server02"]);
+    assert_eq!(runs[1].hosts(), ["server02"]);
+    f.assert_line(&out, &["deployed", short(&b), "host server02", "1 ok"]);
+    f.assert_clean();
+}
+
+#[test]
+fn push_option_all_deploys_the_default_group_first_then_file_order() {
+    let f = Fleet::new();
+    // File order farm, edge, canary; the default group is last in the file.
+    let mut spec = Spec::standard();
+    spec.groups = vec![
+        group("farm", &FARM, 2, "9.2"),
+        group("edge", &["server07"], 1, "9.2"),
+        group("canary", &["server04"], 1, "9.6"),
+    ];
+    let a = f.init(&spec);
+
+    let out = f.env.push(&["-o", "all"]);
+
+    f.assert_landed(&out, &a);
+    f.assert_on("server04", &a, SSHD_96);
+    for h in FARM.iter().chain(&["server07"]) {
+        f.assert_on(h, &a, SSHD_92);
+    }
+    f.assert_line(&out, &["deployed", short(&a), "all groups", "5 ok"]);
+
+    // The journal: planned and done canary, then farm, then edge.
+    let runs = f.runs();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        runs[0].planned(),
+        [
+            "canary/server04",
+            "farm/server01",
+            "farm/server02",
+            "farm/server03",
+            "edge/server07"
+        ]
+    );
+    let hosts = runs[0].hosts();
+    assert_eq!(hosts[0], "server04", "{hosts:?}");
+    let mut middle = hosts[1..4].to_vec();
+    middle.sort();
+    assert_eq!(middle, FARM, "{hosts:?}");
+    assert_eq!(hosts[4], "server07", "{hosts:?}");
+
+    // The deploy commands' own clocks: each group began after the previous
+    // group's last host had finished.
+    let canary = last(&f, "server04");
+    let farm: Vec<Interval> = FARM.iter().map(|h| last(&f, h)).collect();
+    let edge = last(&f, "server07");
+    let farm_first_start = farm.iter().map(|i| i.start).min().unwrap();
+    let farm_last_end = farm.iter().map(|i| i.end).max().unwrap();
+    assert!(
+        canary.end <= farm_first_start,
+        "farm started before the canary ended: {canary:?} {farm:?}"
+    );
+    assert!(
+        farm_last_end <= edge.start,
+        "edge started before the farm ended: {farm:?} {edge:?}"
+    );
+    f.assert_clean();
+}
+
+#[test]
+fn deploy_ref_widens_an_already_pushed_revision_without_a_new_commit() {
+    let f = Fleet::new();
+    for h in FARM {
+        f.populate(h);
+    }
+    let farm_before: Vec<Tree> = FARM.iter().map(|h| f.tree(h)).collect();
+    let a = f.start(&Spec::standard());
+    for (h, before) in FARM.iter().zip(&farm_before) {
+        assert_eq!(&f.tree(h), before, "{h} was touched by the plain push");
+    }
+    let canary = f.tree("server04");
+    let count = |f: &Fleet| {
+        f.env
+            .git_ok(&f.env.remote(), &["rev-list", "--all", "--count"])
+    };
+    let commits = count(&f);
+
+    let out = f
+        .env
+        .git_push(&["origin", &format!("{a}:refs/deploy/farm")]);
+
+    out.assert_ok();
+    assert_eq!(f.env.remote_ref("refs/deploy/farm").as_deref(), Some(&*a));
+    assert_eq!(f.env.remote_ref(MAIN).as_deref(), Some(&*a));
+    assert_eq!(count(&f), commits, "a new commit appeared");
+    for h in FARM {
+        f.assert_on(h, &a, SSHD_92);
+    }
+    assert_eq!(f.tree("server04"), canary, "the canary was touched\n{out}");
+    f.assert_line(&out, &["deployed", short(&a), "group farm", "3 ok"]);
+    let runs = f.runs();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].start["rev"], a.as_str());
+    assert_eq!(runs[1].start["action"], "deploy");
+    assert_eq!(
+        runs[1].planned(),
+        ["farm/server01", "farm/server02", "farm/server03"]
+    );
+
+    // refs/deploy/all: the same revision everywhere, canary first.
+    let out = f.env.git_push(&["origin", &format!("{a}:refs/deploy/all")]);
+
+    out.assert_ok();
+    f.assert_line(&out, &["deployed", short(&a), "all groups", "4 ok"]);
+    assert_eq!(f.env.remote_ref("refs/deploy/all").as_deref(), Some(&*a));
+    let runs = f.runs();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(
+        runs[2].planned(),
+        [
+            "canary/server04",
+            "farm/server01",
+            "farm/server02",
+            "farm/server03"
+        ]
+    );
+    assert_eq!(runs[2].hosts()[0], "server04");
+    assert_eq!(f.intervals("server04").len(), 2);
+    let canary = last(&f, "server04");
+    for h in FARM {
+        assert_eq!(f.intervals(h).len(), 2, "{h}");
+        assert!(
+            canary.end <= last(&f, h).start,
+            "{h} started before the canary ended"
+        );
+        f.assert_on(h, &a, SSHD_92);
+    }
+    f.assert_clean();
+}
+
+#[test]
+fn cli_deploy_widens_to_a_group() {
+    let f = Fleet::new();
+    let a = f.start(&Spec::standard());
+    let canary = f.tree("server04");
+    let remote = f.env.remote();
+
+    let out = f.env.rollgate(&[
+        "deploy",
+        "--rev",
+        &a,
+        "--group",
+        "farm",
+        "--repo",
+        path_str(&remote),
+    ]);
+
+    out.assert_ok();
+    out.assert_contains("[server01] ok");
+    f.assert_line(&out, &["deployed", short(&a), "group farm", "3 ok"]);
+    for h in FARM {
+        f.assert_on(h, &a, SSHD_92);
+    }
+    assert_eq!(f.tree("server04"), canary, "the canary was touched\n{out}");
+    let runs = f.runs();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs[1].planned(),
+        ["farm/server01", "farm/server02", "farm/server03"]
+    );
+    assert_eq!(runs[1].start["who"], "tester");
+    assert_eq!(f.status_of("server02")["rev"], a.as_str());
+    f.assert_clean();
+}
+
+// ---- refusals: nothing touched ----------------------------------------------
+
+#[test]
+fn unknown_group_host_or_option_is_refused_naming_the_choices_and_nothing_is_touched() {
+    let f = Fleet::new();
+    let a = f.init(&Spec::standard());
+
+    let cases: [(&[&str], &str); 5] = [
+        (&["-o", "group=nope"], "(groups: canary, farm)"),
+        (
+            &["-o", "host=server99"],
+            "(hosts: server04, server01, server02, server03)",
+        ),
+        (
+            &["-o", "colour=blue"],
+            "rollgate knows: group=NAME, host=NAME, all, validate-only",
+        ),
+        (
+            &["-o", "group="],
+            "rollgate knows: group=NAME, host=NAME, all, validate-only",
+        ),
+        (&["-o", "all", "-o", "group=farm"], "conflict"),
+    ];
+    for (opts, says) in cases {
+        let out = f.env.push(opts);
+        f.assert_rejected(&out, None);
+        out.assert_contains(says);
+        assert!(f.hosts_listing().is_empty(), "{opts:?} wrote\n{out}");
+        assert!(f.journal().is_empty(), "{opts:?} journaled a run\n{out}");
+    }
+
+    // A deploy ref naming a group that does not exist.
+    let out = f
+        .env
+        .git_push(&["origin", &format!("{a}:refs/deploy/nope")]);
+    out.assert_code(1)
+        .assert_contains("pre-receive hook declined")
+        .assert_contains("(groups: canary, farm)");
+    assert_eq!(f.env.remote_ref("refs/deploy/nope"), None);
+
+    // The CLI, once the revision is in the repository (deployed nowhere).
+    let out = f.env.push(&["-o", "validate-only"]);
+    f.assert_landed(&out, &a);
+    let remote = f.env.remote();
+    let repo = path_str(&remote);
+    let out = f
+        .env
+        .rollgate(&["deploy", "--rev", "main", "--group", "nope", "--repo", repo]);
+    out.assert_code(2).assert_contains("(groups: canary, farm)");
+    let out = f.env.rollgate(&[
+        "deploy", "--rev", "main", "--host", "server99", "--repo", repo,
+    ]);
+    out.assert_code(2)
+        .assert_contains("(hosts: server04, server01, server02, server03)");
+
+    assert!(f.hosts_listing().is_empty(), "{:?}", f.hosts_listing());
+    assert!(f.journal().is_empty(), "{:#?}", f.journal());
+    f.assert_clean();
+}
+
+#[test]
+fn several_groups_and_no_default_group_refuse_a_plain_push() {
+    let f = Fleet::new();
+    let mut spec = Spec::standard();
+    spec.default_group = None;
+    let a = f.init(&spec);
+
+    let out = f.env.push(&[]);
+
+    f.assert_rejected(&out, None);
+    out.assert_contains("no default_group")
+        .assert_contains("canary, farm");
+    assert!(f.hosts_listing().is_empty(), "{:?}", f.hosts_listing());
+    assert!(f.journal().is_empty());
+
+    // Naming the group is enough.
+    let out = f.env.push(&["-o", "group=canary"]);
+    f.assert_landed(&out, &a);
+    f.assert_on("server04", &a, SSHD_96);
+    // And the CLI refuses to guess too.
+    let remote = f.env.remote();
+    let out = f
+        .env
+        .rollgate(&["deploy", "--rev", "main", "--repo", path_str(&remote)]);
+    out.assert_code(2).assert_contains("canary, farm");
+    for h in FARM {
+        assert!(!f.host(h).exists(), "{h} was written\n{out}");
+    }
+    assert_eq!(f.runs().len(), 1);
+    f.assert_clean();
+}
+
+#[test]
+fn dry_run_lists_hosts_and_commands_and_touches_nothing() {
+    let f = Fleet::new();
+    let a = f.init(&Spec::standard());
+    let out = f.env.push(&["-o", "validate-only"]);
+    f.assert_landed(&out, &a);
+    out.assert_contains("nothing deployed");
+    assert!(f.hosts_listing().is_empty());
+    let remote = f.env.remote();
+
+    let out = f.env.rollgate(&[
+        "deploy",
+        "--rev",
+        "main",
+        "--all",
+        "--dry-run",
+        "--repo",
+        path_str(&remote),
+    ]);
+
+    out.assert_ok();
+    out.assert_contains(&format!("would deploy {}", short(&a)))
+        .assert_contains("group canary: 1 host")
+        .assert_contains("group farm: 3 hosts, 2 at a time");
+    for h in ["server04", "server01", "server02", "server03"] {
+        let lines = out.lines_with(&[&format!("[{h}] sshd deploy:"), "rsync", "--delete"]);
+        assert_eq!(lines.len(), 1, "no command line for {h}\n{out}");
+    }
+    assert!(f.hosts_listing().is_empty(), "{:?}", f.hosts_listing());
+    assert!(f.journal().is_empty(), "{:#?}", f.journal());
+    f.assert_clean();
+}
+
+// ---- batches --------------------------------------------------------------------
+
+#[test]
+fn batches_never_run_more_hosts_at_once_than_batch() {
+    let f = Fleet::new();
+    let hosts = ["server01", "server02", "server03", "server05", "server06"];
+    let mut spec = Spec::standard();
+    spec.deploy = timed_deploy(Some("0.3"));
+    spec.groups = vec![
+        group("canary", &["canary01"], 1, "9.6"),
+        group("farm", &hosts, 2, "9.2"),
+    ];
+    let a = f.init(&spec);
+
+    let out = f.env.push(&["-o", "group=farm"]);
+
+    f.assert_landed(&out, &a);
+    assert!(!f.host("canary01").exists());
+    let intervals: Vec<Interval> = hosts
+        .iter()
+        .map(|h| {
+            let all = f.intervals(h);
+            assert_eq!(all.len(), 1, "{h}: {all:?}");
+            all[0]
+        })
+        .collect();
+    // At no instant were more than two deploys running.
+    for i in &intervals {
+        let running = intervals
+            .iter()
+            .filter(|j| j.start <= i.start && i.start < j.end)
+            .count();
+        assert!(running <= 2, "{running} hosts at once: {intervals:#?}");
+    }
+    // Batches in file order: each began after the previous one had ended.
+    let batches: Vec<&[Interval]> = intervals.chunks(2).collect();
+    for pair in batches.windows(2) {
+        let ended = pair[0].iter().map(|i| i.end).max().unwrap();
+        let began = pair[1].iter().map(|i| i.start).min().unwrap();
+        assert!(
+            ended <= began,
+            "a batch started before the previous one ended: {intervals:#?}"
+        );
+    }
+    // The journal agrees: batch by batch.
+    let order = f.runs()[0].hosts();
+    let pos = |h: &str| order.iter().position(|x| x == h).unwrap();
+    for (k, chunk) in hosts.chunks(2).enumerate() {
+        for later in hosts.chunks(2).skip(k + 1) {
+            for h in chunk {
+                for l in later {
+                    assert!(pos(h) < pos(l), "journal order {order:?}");
+                }
+            }
+        }
+    }
+    f.assert_clean();
+}
+
+// ---- failure: stop, restore, reject ---------------------------------------------
+
+#[test]
+fn failing_health_stops_before_the_next_batch_and_restores_the_failed_host() {
+    let f = Fleet::new();
+    let farm = ["server01", "server02", "server03", "server05"];
+    let spec = health_spec(None, &farm, 2);
+    let a = f.init(&spec);
+    let out = f.env.push(&["-o", "all"]);
+    f.assert_landed(&out, &a);
+    let untouched: Vec<(&str, Tree)> = ["server03", "server05", "server04"]
+        .into_iter()
+        .map(|h| (h, f.tree(h)))
+        .collect();
+    let b = f.change("b");
+    fs::write(f.hosts.join(format!("server02.{b}.broken")), "").unwrap();
+
+    let out = f.env.push(&["-o", "group=farm"]);
+
+    f.assert_rejected(&out, Some(&a));
+    // What the pusher saw: the failure, the command's stderr, the restore,
+    // and a summary.
+    assert_eq!(
+        out.lines_with(&["[server02] FAILED", "health"]).len(),
+        1,
+        "{out}"
+    );
+    out.assert_contains("| server02 answers 503");
+    f.assert_line(&out, &["[server02]", "restored", short(&a)]);
+    f.assert_line(&out, &["1 ok", "1 FAILED", "server02", "2 not started"]);
+    // ... and where things stand now.
+    f.assert_line(&out, &["now on", short(&b), "server01"]);
+    f.assert_line(&out, &["not started", "server03, server05"]);
+    // The failed host is back on the previous revision's file; the host that
+    // passed in the same batch keeps the new one (restore-failed).
+    f.assert_on("server02", &a, SSHD_92);
+    f.assert_on("server01", &b, SSHD_92);
+    // The next batch never started.
+    for (h, before) in &untouched {
+        assert_eq!(&f.tree(h), before, "{h} was touched\n{out}");
+    }
+    for h in ["server03", "server05"] {
+        assert_eq!(f.intervals(h).len(), 1, "{h} was deployed again\n{out}");
+    }
+
+    let runs = f.runs();
+    assert_eq!(runs.len(), 2);
+    let run = &runs[1];
+    let mut steps = run.step_list();
+    steps[..2].sort();
+    assert_eq!(
+        steps,
+        [
+            ("deploy".into(), "server01".into(), b.clone(), "ok".into()),
+            (
+                "deploy".into(),
+                "server02".into(),
+                b.clone(),
+                "failed".into()
+            ),
+            ("restore".into(), "server02".into(), a.clone(), "ok".into()),
+        ]
+    );
+    let end = run.end.as_ref().expect("the run ended");
+    assert_eq!(end["result"], "failed");
+    assert!(
+        end["error"].as_str().unwrap_or("").contains("server02"),
+        "{end}"
+    );
+    let s2 = f.status_of("server02");
+    assert_eq!(
+        (&s2["result"], &s2["rev"]),
+        (&"restored".into(), &a.as_str().into())
+    );
+    let s1 = f.status_of("server01");
+    assert_eq!(
+        (&s1["result"], &s1["rev"]),
+        (&"ok".into(), &b.as_str().into())
+    );
+    assert_eq!(f.status_of("server03")["rev"], a.as_str());
+    assert_eq!(f.log()[0]["result"], "failed");
+    f.assert_clean();
+}
+
+#[test]
+fn failed_host_without_an_earlier_revision_is_left_alone_and_reported() {
+    let f = Fleet::new();
+    let spec = health_spec(None, &FARM, 2);
+    f.start(&spec);
+    let a = f.env.remote_ref(MAIN).unwrap();
+    let b = f.change("b");
+    fs::write(f.hosts.join(format!("server02.{b}.broken")), "").unwrap();
+
+    let out = f.env.push(&["-o", "group=farm"]);
+
+    f.assert_rejected(&out, Some(&a));
+    f.assert_line(&out, &["[server02]", "no earlier revision"]);
+    f.assert_line(&out, &["1 FAILED", "server02", "1 not started"]);
+    // Left as the failed deploy made it, not restored, not removed.
+    f.assert_on("server02", &b, SSHD_92);
+    assert!(!f.host("server03").exists(), "server03 was touched\n{out}");
+    let run = &f.runs()[1];
+    assert!(
+        run.steps.iter().all(|s| s["action"] == "deploy"),
+        "{:#?}",
+        run.steps
+    );
+    assert_eq!(f.status_of("server02")["result"], "failed");
+    f.assert_clean();
+}
+
+#[test]
+fn restore_run_puts_back_every_host_the_run_touched() {
+    let f = Fleet::new();
+    let spec = health_spec(Some("restore-run"), &FARM, 1);
+    let a = f.init(&spec);
+    let out = f.env.push(&["-o", "all"]);
+    f.assert_landed(&out, &a);
+    let server03 = f.tree("server03");
+    let b = f.change("b");
+    fs::write(f.hosts.join(format!("server02.{b}.broken")), "").unwrap();
+
+    let out = f.env.push(&["-o", "group=farm"]);
+
+    f.assert_rejected(&out, Some(&a));
+    f.assert_on("server01", &a, SSHD_92);
+    f.assert_on("server02", &a, SSHD_92);
+    assert_eq!(f.tree("server03"), server03, "server03 was touched\n{out}");
+    f.assert_line(&out, &["[server01]", "restored", short(&a)]);
+    f.assert_line(&out, &["[server02]", "restored", short(&a)]);
+    let run = &f.runs()[1];
+    let restored: Vec<String> = run
+        .steps
+        .iter()
+        .filter(|s| s["action"] == "restore" && s["result"] == "ok" && s["rev"] == a.as_str())
+        .map(|s| s["host"].as_str().unwrap().to_string())
+        .collect();
+    let mut restored = restored;
+    restored.sort();
+    assert_eq!(restored, ["server01", "server02"]);
+    for h in ["server01", "server02"] {
+        let s = f.status_of(h);
+        assert_eq!(
+            (&s["result"], &s["rev"]),
+            (&"restored".into(), &a.as_str().into())
+        );
+    }
+    f.assert_clean();
+}
+
+// ---- the deploy lock -------------------------------------------------------------
+
+/// canary gets a gated deploy; returns (fleet, A, B, second clone): A is
+/// deployed to the canary, B is committed in the first clone, not pushed.
+fn two_clones(lock_wait: &str) -> (Fleet, String, String, std::path::PathBuf) {
+    let f = Fleet::new();
+    let mut spec = Spec::standard();
+    spec.deploy = gated_deploy();
+    spec.top.push(format!("lock_wait = \"{lock_wait}\""));
+    fs::write(f.hosts.join("release"), "").unwrap();
+    let a = f.start(&spec);
+    let work2 = f.env.path("work2");
+    f.env.git_ok(
+        f.env.root(),
+        &["clone", "-q", path_str(&f.env.remote()), path_str(&work2)],
+    );
+    let b = f.change("b");
+    fs::remove_file(f.hosts.join("release")).unwrap();
+    (f, a, b, work2)
+}
+
+#[test]
+fn second_push_gives_up_naming_the_holder_when_lock_wait_runs_out() {
+    let (f, a, b, work2) = two_clones("1s");
+    let first = f.spawn_push(&[("GL_USERNAME", "alice")], &[]);
+    wait_until("the first push's deploy to start", || {
+        count_starts(&f, "server04") == 2
+    });
+
+    // While it holds the lock: widen A to the farm from the other clone.
+    let mut cmd = f.env.command("git");
+    cmd.current_dir(&work2)
+        .args(["push", "origin", &format!("{a}:refs/deploy/farm")])
+        .env("GL_USERNAME", "bob");
+    let second = f.env.run(cmd);
+
+    second
+        .assert_code(1)
+        .assert_contains("pre-receive hook declined");
+    // It said it waits, for whom, then gave up naming the holder: who,
+    // which revision, where, since when.
+    f.assert_line(
+        &second,
+        &["waiting", "1s", "deploy lock", "alice", short(&b)],
+    );
+    f.assert_line(
+        &second,
+        &[
+            "holds the lock",
+            "alice",
+            short(&b),
+            "group canary",
+            "since",
+            "1s",
+        ],
+    );
+    assert_eq!(f.env.remote_ref("refs/deploy/farm"), None);
+    fs::write(f.hosts.join("release"), "").unwrap();
+    let first = first.finish();
+    f.assert_landed(&first, &b);
+    f.assert_line(&first, &["deployed", short(&b), "group canary", "1 ok"]);
+    for h in FARM {
+        assert!(!f.host(h).exists(), "{h} was deployed\n{second}");
+        assert!(f.intervals(h).is_empty());
+    }
+    let runs = f.runs();
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert!(runs.iter().all(|r| r.start["who"] != "bob"));
+    assert_eq!(runs[1].start["who"], "alice");
+    f.assert_clean();
+}
+
+#[test]
+fn second_push_waits_for_the_lock_and_deploys_after_the_first() {
+    let (f, a, b, work2) = two_clones("2m");
+    let first = f.spawn_push(&[("GL_USERNAME", "alice")], &[]);
+    wait_until("the first push's deploy to start", || {
+        count_starts(&f, "server04") == 2
+    });
+    let mut cmd = f.env.command("git");
+    cmd.current_dir(&work2)
+        .args(["push", "origin", &format!("{a}:refs/deploy/farm")])
+        .env("GL_USERNAME", "bob");
+    let mut second = Running::spawn(cmd);
+
+    let waiting = second.wait_for_line("deploy lock");
+    for word in ["waiting", "2m", "alice", short(&b), "group canary"] {
+        assert!(waiting.contains(word), "{word:?} not in {waiting:?}");
+    }
+    for h in FARM {
+        assert!(f.intervals(h).is_empty(), "{h} deployed while locked out");
+    }
+    fs::write(f.hosts.join("release"), "").unwrap();
+    let first = first.finish();
+    let second = second.finish();
+
+    f.assert_landed(&first, &b);
+    second.assert_ok();
+    f.assert_line(&first, &["deployed", short(&b), "group canary", "1 ok"]);
+    f.assert_line(&second, &["deployed", short(&a), "group farm", "3 ok"]);
+    assert_eq!(f.env.remote_ref("refs/deploy/farm").as_deref(), Some(&*a));
+    for h in FARM {
+        f.assert_on(h, &a, SSHD_92);
+    }
+    // The deploy commands' clocks: the second began after the first ended.
+    let canary = last(&f, "server04");
+    for h in FARM {
+        let i = last(&f, h);
+        assert!(
+            canary.end <= i.start,
+            "{h} {i:?} overlaps canary {canary:?}"
+        );
+    }
+    // The journal: alice's run ended before bob's began.
+    let records = f.journal();
+    let runs = f.runs();
+    assert_eq!(runs.len(), 3, "{runs:#?}");
+    assert_eq!(runs[1].start["who"], "alice");
+    assert_eq!(runs[2].start["who"], "bob");
+    let line_of = |r: &serde_json::Value| records.iter().position(|x| x == r).unwrap();
+    assert!(line_of(runs[1].end.as_ref().unwrap()) < line_of(&runs[2].start));
+    f.assert_clean();
+}
+
+// ---- crashes and the journal ------------------------------------------------------
+
+#[test]
+fn hook_killed_mid_deploy_leaves_no_stale_lock_and_status_shows_interrupted() {
+    let f = Fleet::new();
+    let mut spec = Spec::standard();
+    spec.top.push("lock_wait = \"1s\"".into());
+    let a = f.init(&spec);
+    let out = f.env.push(&["-o", "all"]);
+    f.assert_landed(&out, &a);
+
+    // B's deploy announces itself (hook pid, own pid = its process group)
+    // and then sleeps far longer than the test.
+    spec.deploy = sh(
+        "echo $PPID $$ > {root}/{host}.tmp && mv {root}/{host}.tmp {root}/{host}.started \
+         && sleep 120",
+    );
+    f.write_spec(&spec);
+    let b = f.env.commit("a deploy that hangs");
+    // The killed hook cannot clean up after itself: give it its own TMPDIR.
+    let killed_tmp = f.env.path("tmp-killed");
+    fs::create_dir(&killed_tmp).unwrap();
+    let mut groups = Groups::default();
+    let push = f.spawn_push(&[("TMPDIR", path_str(&killed_tmp))], &["-o", "group=farm"]);
+    let mut started = Vec::new();
+    for h in ["server01", "server02"] {
+        let marker = f.hosts.join(format!("{h}.started"));
+        wait_until(&format!("{h}'s deploy to start"), || marker.exists());
+        let text = fs::read_to_string(&marker).unwrap();
+        let (ppid, pid) = text.trim().split_once(' ').unwrap();
+        groups.0.push(pid.parse().unwrap());
+        started.push(ppid.parse::<u32>().unwrap());
+    }
+
+    // Find the hook: `rollgate hook pre-receive` running in this bare repo.
+    let remote = f.env.remote().canonicalize().unwrap();
+    let hooks: Vec<u32> = f
+        .env
+        .processes_matching("rollgate hook pre-receive")
+        .iter()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .filter(|pid| cwd_of(*pid).is_some_and(|c| c == remote))
+        .collect();
+    assert_eq!(hooks.len(), 1, "hook processes: {hooks:?}");
+    assert!(
+        started.iter().all(|p| *p == hooks[0]),
+        "the deploys' parent {started:?} is not the hook {hooks:?}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(hooks[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = push.finish();
+
+    f.assert_rejected(&out, Some(&a));
+    assert!(!f.hosts.join("server03.started").exists());
+    // status reads the journal the killed run left: the hosts it was
+    // deploying are interrupted, the rest as they were.
+    for h in ["server01", "server02"] {
+        let s = f.status_of(h);
+        assert_eq!(s["result"], "interrupted", "{h}: {s:#}");
+        assert_eq!(s["rev"], b.as_str(), "{h}: {s:#}");
+    }
+    let s4 = f.status_of("server04");
+    assert_eq!(
+        (&s4["result"], &s4["rev"]),
+        (&"ok".into(), &a.as_str().into())
+    );
+    assert_eq!(f.log()[0]["result"], "interrupted");
+    groups.kill_all();
+
+    // A normal push right away: the lock died with the hook.
+    spec.deploy = timed_deploy(None);
+    f.write_spec(&spec);
+    let c = f.env.commit("back to a normal deploy");
+    let out = f.env.push(&[]);
+    f.assert_landed(&out, &c);
+    out.assert_lacks("waiting").assert_lacks("holds the lock");
+    f.assert_on("server04", &c, SSHD_96);
+    assert_eq!(f.status_of("server04")["rev"], c.as_str());
+    assert_eq!(f.status_of("server01")["result"], "interrupted");
+
+    // What the killed hook left in its TMPDIR is its work tree, nothing else.
+    let left: Vec<String> = fs::read_dir(&killed_tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter().all(|n| n.starts_with("rollgate-")),
+        "unexpected leftovers of the killed hook: {left:?}"
+    );
+    f.assert_clean();
+}
+
+#[test]
+fn torn_last_journal_line_is_tolerated_and_reported() {
+    let f = Fleet::new();
+    let a = f.start(&Spec::standard());
+    let lines = f.journal().len();
+    {
+        use std::io::Write;
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(f.journal_path())
+            .unwrap();
+        file.write_all(br#"{"run":"torn","time":"2024-01-"#)
+            .unwrap();
+    }
+    let torn = lines + 1;
+    let remote = f.env.remote();
+    let repo = path_str(&remote);
+    let warning = format!("journal line {torn} is unreadable");
+
+    for args in [
+        vec!["status", "--json", "--repo", repo],
+        vec!["status", "--repo", repo],
+        vec!["log", "--json", "--repo", repo],
+    ] {
+        let out = f.env.rollgate(&args);
+        out.assert_ok();
+        assert!(
+            out.stderr.contains(&warning),
+            "{args:?} did not warn\n{out}"
+        );
+        assert!(out.stdout.contains(short(&a)), "{args:?}\n{out}");
+    }
+    assert_eq!(f.status_of("server04")["rev"], a.as_str());
+
+    // The next deploy appends cleanly after the torn line.
+    let b = f.change("b");
+    let out = f.env.push(&[]);
+    f.assert_landed(&out, &b);
+    let text = fs::read_to_string(f.journal_path()).unwrap();
+    let bad: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
+        .collect();
+    assert_eq!(bad, [r#"{"run":"torn","time":"2024-01-"#]);
+    assert_eq!(f.status_of("server04")["rev"], b.as_str());
+    assert_eq!(f.log()[0]["rev"], b.as_str());
+    f.assert_clean();
+}
+
+// ---- who, and talking to the pusher ---------------------------------------------
+
+#[test]
+fn status_and_journal_say_who_pushed() {
+    let f = Fleet::new();
+    let a = f.init(&Spec::standard());
+
+    let out = f.push_as(&[("GL_USERNAME", "alice"), ("REMOTE_USER", "carol")], &[]);
+
+    f.assert_landed(&out, &a);
+    let records = f.journal();
+    assert!(!records.is_empty());
+    assert!(records.iter().all(|r| r["who"] == "alice"), "{records:#?}");
+    assert_eq!(f.status_of("server04")["who"], "alice");
+    assert_eq!(f.log()[0]["who"], "alice");
+    let remote = f.env.remote();
+    let table = f.env.rollgate(&["status", "--repo", path_str(&remote)]);
+    table.assert_ok();
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains("server04") && l.contains("alice")),
+        "{table}"
+    );
+
+    // Without GL_USERNAME, the next variable on the list (USER) says who.
+    let b = f.change("b");
+    let out = f.env.push(&[]);
+    f.assert_landed(&out, &b);
+    assert_eq!(f.status_of("server04")["who"], "tester");
+    let log = f.log();
+    assert_eq!(
+        (&log[0]["who"], &log[1]["who"]),
+        (&"tester".into(), &"alice".into())
+    );
+    f.assert_clean();
+}
+
+#[test]
+fn a_quiet_deploy_keeps_the_pusher_informed_with_heartbeats() {
+    let f = Fleet::new();
+    let mut spec = Spec::standard();
+    spec.deploy = gated_deploy();
+    spec.top.push("heartbeat = \"300ms\"".into());
+    let a = f.init(&spec);
+
+    let mut push = f.spawn_push(&[], &[]);
+    // Arrives live, while the deploy is still held.
+    push.wait_for_line("still working: 0 of 1 hosts done");
+    fs::write(f.hosts.join("release"), "").unwrap();
+    let out = push.finish();
+
+    f.assert_landed(&out, &a);
+    out.assert_contains("[server04] ok");
+    f.assert_clean();
+}

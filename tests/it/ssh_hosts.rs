@@ -1,0 +1,255 @@
+//! Deploying over real OpenSSH: two `sshd` on loopback addresses
+//! (127.0.0.2 and 127.0.0.3), each on its own free port with its own host
+//! key, started and stopped by the test, and rollgate's `rsync -e ssh` /
+//! `ssh` templates reaching them. The daemons are killed by a guard, so a
+//! failing test leaves none running.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::fleet::{Fleet, Spec, Tree, group, wait_until};
+use crate::support::{Env, SSHD_92, SSHD_96, path_str};
+
+/// Client options that keep ssh hermetic (no config, no known_hosts, no
+/// agent) and quick (no post-quantum key exchange).
+const SSH_OPTS: &str = "-F /dev/null -p {port} -i {key} -o IdentitiesOnly=yes -o BatchMode=yes \
+     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+     -o KexAlgorithms=curve25519-sha256";
+
+/// One running `sshd -D` and where it keeps its things.
+struct Sshd {
+    port: u16,
+    log: PathBuf,
+    child: Child,
+}
+
+/// Stops the daemons on drop: first their per-connection children, then
+/// the listener, waited for.
+struct Daemons(Vec<Sshd>);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for d in &mut self.0 {
+            stop(d);
+        }
+    }
+}
+
+fn stop(d: &mut Sshd) {
+    let pid = d.child.id();
+    if let Ok(out) = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+    {
+        for child in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-TERM", child]).status();
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = d.child.wait();
+}
+
+/// A port nothing listens on right now at `addr`.
+fn free_port(addr: &str) -> u16 {
+    let l = TcpListener::bind((addr, 0)).expect("bind a loopback address");
+    l.local_addr().expect("local addr").port()
+}
+
+fn keygen(env: &Env, path: &Path) {
+    let mut cmd = env.command("ssh-keygen");
+    cmd.args([
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        "rollgate-ssh-test",
+        "-f",
+    ])
+    .arg(path);
+    env.run(cmd).assert_ok();
+}
+
+/// Starts `sshd -D` on `addr`, allowing `client_pub` to log in as root.
+fn start_sshd(env: &Env, name: &str, addr: &str, client_pub: &Path) -> Sshd {
+    let dir = env.path(&format!("sshd-{name}"));
+    fs::create_dir_all(&dir).unwrap();
+    let host_key = dir.join("host_key");
+    keygen(env, &host_key);
+    fs::copy(client_pub, dir.join("authorized_keys")).unwrap();
+    let port = free_port(addr);
+    let config = dir.join("sshd_config");
+    fs::write(
+        &config,
+        format!(
+            "ListenAddress {addr}:{port}\n\
+             HostKey {}\n\
+             PidFile {}\n\
+             AuthorizedKeysFile {}\n\
+             StrictModes no\n\
+             PermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             UsePAM no\n\
+             Subsystem sftp internal-sftp\n",
+            host_key.display(),
+            dir.join("sshd.pid").display(),
+            dir.join("authorized_keys").display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("sshd.log");
+    let mut cmd = env.command("/usr/sbin/sshd");
+    cmd.arg("-D")
+        .arg("-f")
+        .arg(&config)
+        .arg("-E")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("start sshd");
+    let mut sshd = Sshd { port, log, child };
+    wait_until(&format!("sshd on {addr}:{port} to listen"), || {
+        if let Ok(Some(status)) = sshd.child.try_wait() {
+            panic!(
+                "sshd on {addr}:{port} exited with {status}: {}",
+                fs::read_to_string(&sshd.log).unwrap_or_default()
+            );
+        }
+        TcpStream::connect((addr, port)).is_ok()
+    });
+    sshd
+}
+
+fn logins(d: &Sshd) -> usize {
+    fs::read_to_string(&d.log)
+        .unwrap_or_default()
+        .matches("Accepted publickey for root")
+        .count()
+}
+
+#[test]
+fn deploys_over_ssh_to_the_canary_only_then_everywhere_with_all() {
+    let f = Fleet::new();
+    let env = &f.env;
+    let client_key = env.path("keys/client_key");
+    keygen(env, &client_key);
+    let client_pub = env.path("keys/client_key.pub");
+    let mut daemons = Daemons(vec![
+        start_sshd(env, "a", "127.0.0.2", &client_pub),
+        start_sshd(env, "b", "127.0.0.3", &client_pub),
+    ]);
+    // Each "machine" keeps its /etc/ssh under its own root.
+    let root_a = env.path("machine-a");
+    let root_b = env.path("machine-b");
+    fs::create_dir_all(root_b.join("etc/ssh")).unwrap();
+    fs::write(
+        root_b.join("etc/ssh/sshd_config"),
+        "# 127.0.0.3's own config, set up by hand\n",
+    )
+    .unwrap();
+    let farm_before = Tree::of(&root_b);
+
+    let ssh = format!("ssh {SSH_OPTS}");
+    let mut spec = Spec::standard();
+    spec.deploy = [
+        "rsync",
+        "-a",
+        "--delete",
+        "--mkpath",
+        "-e",
+        &ssh,
+        "{dir}/",
+        "root@{host}:{root}/etc/ssh/",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut health: Vec<String> = vec!["ssh".into()];
+    health.extend(SSH_OPTS.split_whitespace().map(String::from));
+    health.extend(["root@{host}", "test", "-f", "{root}/etc/ssh/sshd_config"].map(String::from));
+    spec.health = Some(health);
+    let key = path_str(&client_key).to_string();
+    let mut canary = group("canary", &["127.0.0.2"], 1, "9.6");
+    let mut farm = group("farm", &["127.0.0.3"], 1, "9.2");
+    // `vars` are per group: one group per daemon, with its port and the
+    // machine's root.
+    for (g, d, root) in [
+        (&mut canary, &daemons.0[0], &root_a),
+        (&mut farm, &daemons.0[1], &root_b),
+    ] {
+        g.root = Some(root.clone());
+        g.extra = vec![
+            ("port".into(), d.port.to_string()),
+            ("key".into(), key.clone()),
+        ];
+    }
+    spec.groups = vec![canary, farm];
+    env.bare_repo();
+    env.clone_repo();
+    env.write_infra();
+    f.write_spec(&spec);
+    let a = env.commit("initial config, hosts over ssh");
+
+    // A plain push: the canary only.
+    let out = env.push(&[]);
+
+    f.assert_landed(&out, &a);
+    out.assert_contains("[127.0.0.2] ok")
+        .assert_lacks("127.0.0.3");
+    assert_eq!(
+        fs::read(root_a.join("etc/ssh/sshd_config")).unwrap(),
+        f.file_at(&a, SSHD_96)
+    );
+    assert_eq!(
+        Tree::of(&root_b),
+        farm_before,
+        "the farm was touched\n{out}"
+    );
+    assert!(logins(&daemons.0[0]) >= 2, "deploy and health log in");
+    assert_eq!(
+        logins(&daemons.0[1]),
+        0,
+        "the farm's sshd was reached\n{out}"
+    );
+
+    // -o all: both, the canary first.
+    let b = f.change("b");
+    let out = env.push(&["-o", "all"]);
+
+    f.assert_landed(&out, &b);
+    out.assert_contains("[127.0.0.2] ok")
+        .assert_contains("[127.0.0.3] ok");
+    assert_eq!(
+        fs::read(root_a.join("etc/ssh/sshd_config")).unwrap(),
+        f.file_at(&b, SSHD_96)
+    );
+    assert_eq!(
+        fs::read(root_b.join("etc/ssh/sshd_config")).unwrap(),
+        f.file_at(&b, SSHD_92)
+    );
+    assert!(logins(&daemons.0[1]) >= 2, "the farm's sshd was not used");
+    let runs = f.runs();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].planned(), ["canary/127.0.0.2", "farm/127.0.0.3"]);
+    assert_eq!(runs[1].hosts(), ["127.0.0.2", "127.0.0.3"]);
+    assert_eq!(f.status_of("127.0.0.3")["rev"], b.as_str());
+
+    // Stop the daemons, then nothing of this test may be left running.
+    let pids: Vec<u32> = daemons.0.iter().map(|d| d.child.id()).collect();
+    for d in &mut daemons.0 {
+        stop(d);
+    }
+    daemons.0.clear();
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "sshd {pid} still running"
+        );
+    }
+    f.assert_clean();
+}
