@@ -168,15 +168,19 @@ pub fn sh(script: &str) -> Vec<String> {
 }
 
 /// The fleet's deploy: appends `start <ns>` to `{root}/{host}.times`, copies
-/// the service directory to the host with a real `rsync`, optionally pauses
-/// (so that hosts that wrongly ran together would overlap), then appends
-/// `end <ns>`. The host's files live in `{root}/{host}/etc/ssh/`, the
+/// the service directory to the host with a real `rsync` (`--checksum`:
+/// plain `-a` skips a file whose size and mtime, to the second, match, and
+/// rollgate writes every work tree fresh, so two same-size revisions
+/// deployed within one second would leave the first one's bytes while both
+/// report ok; the byte comparisons here must not depend on timing),
+/// optionally pauses (so that hosts that wrongly ran together would
+/// overlap), then appends `end <ns>`. The host's files live in `{root}/{host}/etc/ssh/`, the
 /// timestamps beside them, so a host's directory holds only what rsync put.
 pub fn timed_deploy(pause: Option<&str>) -> Vec<String> {
     let pause = pause.map(|p| format!(" && sleep {p}")).unwrap_or_default();
     sh(&format!(
         "echo start $(date +%s%N) >> {{root}}/{{host}}.times \
-         && rsync -a --delete --mkpath {{dir}}/ {{root}}/{{host}}/etc/ssh/{pause} \
+         && rsync -a --checksum --delete --mkpath {{dir}}/ {{root}}/{{host}}/etc/ssh/{pause} \
          && echo end $(date +%s%N) >> {{root}}/{{host}}.times"
     ))
 }

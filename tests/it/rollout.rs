@@ -41,7 +41,7 @@ fn health_spec(on_failure: Option<&str>, farm: &[&str], batch: usize) -> Spec {
 /// keep "in progress" for as long as it needs, without guessing durations.
 fn gated_deploy() -> Vec<String> {
     sh("set -e; echo start $(date +%s%N) >> {root}/{host}.times; \
-        rsync -a --delete --mkpath {dir}/ {root}/{host}/etc/ssh/; \
+        rsync -a --checksum --delete --mkpath {dir}/ {root}/{host}/etc/ssh/; \
         n=0; while [ ! -e {root}/release ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done; \
         echo end $(date +%s%N) >> {root}/{host}.times")
 }
@@ -404,6 +404,13 @@ fn unknown_group_host_or_option_is_refused_naming_the_choices_and_nothing_is_tou
     // The CLI, once the revision is in the repository (deployed nowhere).
     let out = f.env.push(&["-o", "validate-only"]);
     f.assert_landed(&out, &a);
+    // A deploy ref names its scope; `-o all` cannot widen it.
+    let out = f
+        .env
+        .git_push(&["-o", "all", "origin", &format!("{a}:refs/deploy/farm")]);
+    out.assert_code(1)
+        .assert_contains("pre-receive hook declined");
+    assert_eq!(f.env.remote_ref("refs/deploy/farm"), None);
     let remote = f.env.remote();
     let repo = path_str(&remote);
     let out = f
@@ -559,12 +566,28 @@ fn failing_health_stops_before_the_next_batch_and_restores_the_failed_host() {
         .into_iter()
         .map(|h| (h, f.tree(h)))
         .collect();
+    // B changes the files and its own deploy command, which leaves a mark:
+    // the restore must use A's files and A's commands.
+    let mut spec_b = spec;
+    spec_b.deploy[2].push_str(" && echo B >> {root}/{host}.b-deploys");
+    f.write_spec(&spec_b);
     let b = f.change("b");
     fs::write(f.hosts.join(format!("server02.{b}.broken")), "").unwrap();
 
     let out = f.env.push(&["-o", "group=farm"]);
 
     f.assert_rejected(&out, Some(&a));
+    let marks = |h: &str| {
+        fs::read_to_string(f.hosts.join(format!("{h}.b-deploys")))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    assert_eq!(marks("server02"), 1, "B's deploy ran on server02 once");
+    assert_eq!(
+        f.intervals("server02").len(),
+        3,
+        "A, then B, then the restore (with A's command)"
+    );
     // What the pusher saw: the failure, the command's stderr, the restore,
     // and a summary.
     assert_eq!(
@@ -1019,5 +1042,174 @@ fn a_quiet_deploy_keeps_the_pusher_informed_with_heartbeats() {
 
     f.assert_landed(&out, &a);
     out.assert_contains("[server04] ok");
+    f.assert_clean();
+}
+
+// ---- more of the guard ------------------------------------------------------------
+
+#[test]
+fn health_is_retried_until_it_passes_within_health_wait() {
+    let f = Fleet::new();
+    let mut spec = Spec::standard();
+    // Fails on its first two tries, passes on the third.
+    spec.health = Some(sh(
+        "echo try >> {root}/{host}.health; test $(wc -l < {root}/{host}.health) -ge 3",
+    ));
+    spec.service.push("health_wait = \"30s\"".into());
+    let a = f.init(&spec);
+
+    let out = f.env.push(&[]);
+
+    f.assert_landed(&out, &a);
+    out.assert_contains("[server04] ok");
+    let tries = fs::read_to_string(f.hosts.join("server04.health"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(tries, 3, "health was not retried until it passed\n{out}");
+    assert_eq!(f.status_of("server04")["result"], "ok");
+    f.assert_clean();
+}
+
+#[test]
+fn hung_deploy_is_killed_at_its_timeout_with_everything_it_started() {
+    let f = Fleet::new();
+    let tag = std::process::id();
+    let mut spec = Spec::standard();
+    // Two sleeps, one in the background: killing only the direct child
+    // would leave one behind.
+    spec.deploy = sh(&format!(
+        "echo $$ > {{root}}/{{host}}.pgid; sleep 4001.{tag} & sleep 4002.{tag}"
+    ));
+    spec.service.push("timeout = \"5s\"".into());
+    f.init(&spec);
+
+    let out = f.env.push(&[]);
+
+    f.assert_rejected(&out, None);
+    f.assert_line(&out, &["[server04]", "FAILED", "timed out"]);
+    let pgid: i32 = fs::read_to_string(f.hosts.join("server04.pgid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SIGKILL is delivered asynchronously; the sleeps would outlive this wait.
+    wait_until("the deploy's process group to be gone", || {
+        !crate::fleet::group_alive(pgid)
+    });
+    f.env
+        .assert_no_process(&format!(r"sleep 400[12]\.{tag}"), &out);
+    let run = &f.runs()[0];
+    assert_eq!(run.steps[0]["result"], "failed");
+    assert!(
+        run.steps[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{:#}",
+        run.steps[0]
+    );
+    f.assert_clean();
+}
+
+#[test]
+fn a_failing_canary_stops_all_before_any_other_group() {
+    let f = Fleet::new();
+    let spec = health_spec(None, &FARM, 2);
+    let a = f.init(&spec);
+    let out = f.env.push(&["-o", "all"]);
+    f.assert_landed(&out, &a);
+    let farm: Vec<Tree> = FARM.iter().map(|h| f.tree(h)).collect();
+    let b = f.change("b");
+    fs::write(f.hosts.join(format!("server04.{b}.broken")), "").unwrap();
+
+    let out = f.env.push(&["-o", "all"]);
+
+    f.assert_rejected(&out, Some(&a));
+    f.assert_line(&out, &["1 FAILED", "server04", "3 not started"]);
+    f.assert_on("server04", &a, SSHD_96);
+    for (h, before) in FARM.iter().zip(&farm) {
+        assert_eq!(&f.tree(h), before, "{h} was touched\n{out}");
+        assert_eq!(f.intervals(h).len(), 1, "{h} was deployed again");
+    }
+    assert_eq!(f.status_of("server04")["result"], "restored");
+    f.assert_clean();
+}
+
+/// Two clones push the deploy branch: alice's B lands while bob's C (made
+/// on A, as bob last saw main) waits for the lock. git will refuse C once
+/// the hook returns (main is no longer A), so C must not reach any host:
+/// otherwise the canary runs a revision that is on no branch, and that the
+/// pusher was told was rejected.
+#[test]
+fn a_push_whose_branch_moved_while_it_waited_for_the_lock_deploys_nothing() {
+    let (f, _a, b, work2) = two_clones("2m");
+    let sshd96 = work2.join(SSHD_96);
+    let mut text = fs::read_to_string(&sshd96).unwrap();
+    text.push_str("# 9.6 change c\n");
+    fs::write(&sshd96, text).unwrap();
+    f.env.git_ok(&work2, &["commit", "-q", "-am", "change c"]);
+    let c = f.env.git_ok(&work2, &["rev-parse", "HEAD"]);
+    let first = f.spawn_push(&[("GL_USERNAME", "alice")], &[]);
+    wait_until("the first push's deploy to start", || {
+        count_starts(&f, "server04") == 2
+    });
+    let mut cmd = f.env.command("git");
+    cmd.current_dir(&work2)
+        .args(["push", "origin", "main"])
+        .env("GL_USERNAME", "bob");
+    let mut second = Running::spawn(cmd);
+    second.wait_for_line("deploy lock");
+    fs::write(f.hosts.join("release"), "").unwrap();
+    let first = first.finish();
+    let second = second.finish();
+
+    f.assert_landed(&first, &b);
+    second.assert_failed();
+    assert_eq!(f.env.remote_ref(MAIN).as_deref(), Some(&*b));
+    f.assert_on("server04", &b, SSHD_96);
+    let c_on_hosts: Vec<serde_json::Value> = f
+        .journal()
+        .into_iter()
+        .filter(|r| r["event"] == "host" && r["rev"] == c.as_str() && r["result"] == "ok")
+        .collect();
+    assert!(
+        c_on_hosts.is_empty(),
+        "the refused revision {} was deployed: {c_on_hosts:#?}\n{second}",
+        short(&c)
+    );
+    f.assert_clean();
+}
+
+#[test]
+fn status_during_a_deploy_says_running_not_interrupted() {
+    let f = Fleet::new();
+    let mut spec = Spec::standard();
+    spec.deploy = gated_deploy();
+    fs::write(f.hosts.join("release"), "").unwrap();
+    let a = f.start(&spec);
+    fs::remove_file(f.hosts.join("release")).unwrap();
+    let b = f.change("b");
+    let push = f.spawn_push(&[], &[]);
+    wait_until("the deploy to start", || count_starts(&f, "server04") == 2);
+
+    // Mid-deploy: the host is still on A as far as anyone knows, and the
+    // run is running, not interrupted.
+    let s4 = f.status_of("server04");
+    assert_eq!(
+        (&s4["result"], &s4["rev"]),
+        (&"ok".into(), &a.as_str().into())
+    );
+    let log = f.log();
+    assert_eq!(
+        (&log[0]["result"], &log[0]["rev"]),
+        (&"running".into(), &b.as_str().into())
+    );
+    fs::write(f.hosts.join("release"), "").unwrap();
+    let out = push.finish();
+
+    f.assert_landed(&out, &b);
+    assert_eq!(f.status_of("server04")["rev"], b.as_str());
+    assert_eq!(f.log()[0]["result"], "ok");
     f.assert_clean();
 }

@@ -160,6 +160,8 @@ fn deploys_over_ssh_to_the_canary_only_then_everywhere_with_all() {
     spec.deploy = [
         "rsync",
         "-a",
+        // See `fleet::timed_deploy` for why.
+        "--checksum",
         "--delete",
         "--mkpath",
         "-e",
