@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::template::Template;
 
 pub const FILE_NAME: &str = "rollgate.toml";
+pub const DEFAULT_BRANCH: &str = "main";
 
 /// Placeholders rollgate itself fills in; vars may not reuse these names.
 pub const BUILTIN_CHECK: &[&str] = &["dir", "file", "service", "rev", "worktree"];
@@ -66,7 +67,7 @@ struct RawGroup {
 }
 
 fn default_branch() -> String {
-    "main".into()
+    DEFAULT_BRANCH.into()
 }
 fn default_lock_wait() -> Duration {
     Duration::from_secs(60)

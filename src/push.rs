@@ -82,27 +82,60 @@ fn pass(u: &RefUpdate, why: &str, ui: &Ui) -> Result<()> {
     Ok(())
 }
 
-/// The deploy branch as the pushed `rollgate.toml` names it, read leniently
-/// (full checks come later, and only for the deploy branch). When the pushed
-/// file is missing or unreadable, the ref's current tip decides, so a broken
-/// or deleted file on the deploy branch is still caught.
+/// What a commit's `rollgate.toml` says about the deploy branch, read
+/// leniently: full checks come later, and only for the deploy branch.
+enum BranchNamed {
+    Branch(String),
+    /// The file is there but unreadable: its branch cannot be known.
+    Unreadable,
+    Absent,
+}
+
+/// The deploy branch for this update. A broken `rollgate.toml` must never
+/// make the deploy branch look like any other branch: then the ref's old
+/// tip decides, and failing that the default `main`, so the push reaches
+/// the strict checks and is rejected with the parse error.
 fn deploy_branch(repo: &Repository, u: &RefUpdate) -> Option<String> {
-    let named_in = |id: Oid| -> Option<String> {
-        let commit = repo.find_commit(id).ok()?;
-        let text = Snapshot::of_commit(repo, commit)
-            .ok()?
-            .read_file(config::FILE_NAME)
-            .ok()??;
-        let table: toml::Table = toml::from_str(std::str::from_utf8(&text).ok()?).ok()?;
-        let branch = match table.get("branch") {
-            Some(v) => v.as_str()?.to_string(),
-            None => "main".to_string(),
+    let named_in = |id: Oid| -> BranchNamed {
+        let text = match repo
+            .find_commit(id)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Snapshot::of_commit(repo, c))
+            .and_then(|s| s.read_file(config::FILE_NAME))
+        {
+            Ok(Some(text)) => text,
+            Ok(None) => return BranchNamed::Absent,
+            Err(_) => return BranchNamed::Unreadable,
         };
-        Some(format!("refs/heads/{branch}"))
+        let table: Option<toml::Table> = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| toml::from_str(t).ok());
+        match table.as_ref().map(|t| t.get("branch")) {
+            None => BranchNamed::Unreadable,
+            Some(None) => BranchNamed::Branch(default_branch()),
+            Some(Some(v)) => match v.as_str() {
+                Some(b) => BranchNamed::Branch(format!("refs/heads/{b}")),
+                None => BranchNamed::Unreadable,
+            },
+        }
     };
-    u.new
-        .and_then(named_in)
-        .or_else(|| u.old.and_then(named_in))
+    let old = || u.old.map_or(BranchNamed::Absent, named_in);
+    match u.new.map_or(BranchNamed::Absent, named_in) {
+        BranchNamed::Branch(b) => Some(b),
+        BranchNamed::Unreadable => match old() {
+            BranchNamed::Branch(b) => Some(b),
+            _ => Some(default_branch()),
+        },
+        BranchNamed::Absent => match old() {
+            BranchNamed::Branch(b) => Some(b),
+            BranchNamed::Unreadable => Some(default_branch()),
+            BranchNamed::Absent => None,
+        },
+    }
+}
+
+fn default_branch() -> String {
+    format!("refs/heads/{}", config::DEFAULT_BRANCH)
 }
 
 /// Validates `new` (what changed since `old`, plus what the scope deploys)
