@@ -12,11 +12,16 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::support::{Env, Outcome, SSHD_92, SSHD_96, path_str};
+
+/// A file r3 adds beside the canary's `sshd_config` (a rollback must
+/// remove it from the host).
+const BANNER: &str = "files/sshd/9.6/banner.txt";
 
 const FARM: [&str; 3] = ["server01", "server02", "server03"];
 
@@ -36,6 +41,13 @@ const RSYNC: &[&str] = &[
     "{dir}/",
     "{root}/{host}/etc/ssh/",
 ];
+
+// SAME_SECOND: `rsync -a` (the deploy command here, as in rollgate's own
+// examples) skips a file whose size and mtime match, and compares mtimes
+// to the second. rollgate writes every file fresh (mtime: now), so two
+// deploys of same-size files within one second leave the first one's bytes
+// on the host while both report ok. Every revision below therefore changes
+// the size of the file it changes, so that no assertion depends on timing.
 
 /// Commit ids as rollgate quotes them.
 fn short(id: &str) -> &str {
@@ -58,14 +70,27 @@ fn argv(items: &[&str]) -> String {
 struct World {
     env: Env,
     hosts: PathBuf,
+    /// Lines every `rollgate.toml` of this world has at the top, and in
+    /// `[services.sshd]` (e.g. `lock_wait`, `health`).
+    top: String,
+    service: String,
 }
 
 impl World {
     fn new() -> World {
+        World::with("", "")
+    }
+
+    fn with(top: &str, service: &str) -> World {
         let env = Env::new();
         let hosts = env.path("hosts");
         fs::create_dir(&hosts).expect("create the hosts dir");
-        World { env, hosts }
+        World {
+            env,
+            hosts,
+            top: top.to_string(),
+            service: service.to_string(),
+        }
     }
 
     fn remote(&self) -> PathBuf {
@@ -82,7 +107,9 @@ impl World {
     /// [`World::toml`] with another deploy command.
     fn toml_deploying(&self, groups: &[(&str, &[&str], &str)], deploy: &[&str]) -> String {
         let host_key = format!("HostKey={}", self.env.host_key().display());
-        let mut t = String::from("branch = \"main\"\ndefault_group = \"canary\"\n\n");
+        let mut t = String::from("branch = \"main\"\ndefault_group = \"canary\"\n");
+        t += &self.top;
+        t += "\n";
         t += "[services.sshd]\nsource = \"files/sshd/{version}\"\n";
         t += &format!(
             "check = {}\n",
@@ -97,6 +124,7 @@ impl World {
         );
         t += &format!("deploy = {}\n", argv(deploy));
         t += "timeout = \"60s\"\n";
+        t += &self.service;
         for (name, hosts, version) in groups {
             t += &format!("\n[groups.{name}]\n");
             t += &format!(
@@ -138,20 +166,20 @@ impl World {
 
     /// The standard fleet with the farm set up by hand (never deployed),
     /// then three revisions pushed, each a different canary `sshd_config`
-    /// and each deployed to the canary. Returns (r1, r2, r3).
+    /// (r3 also adds a `banner.txt` beside it), each deployed to the canary.
+    /// Returns (r1, r2, r3).
     fn three_revisions(&self) -> (String, String, String) {
         for h in FARM {
             self.populate(h);
         }
         let r1 = self.start(STANDARD);
-        self.env.replace(
-            SSHD_96,
-            "ClientAliveInterval 300",
-            "ClientAliveInterval 120",
-        );
+        // Each revision's file has its own size: see SAME_SECOND.
+        self.env
+            .replace(SSHD_96, "ClientAliveInterval 300", "ClientAliveInterval 60");
         let r2 = self.commit_and_push("r2: shorter client alive interval", &[]);
         self.assert_on("server04", &r2, SSHD_96);
         self.env.append(SSHD_96, "MaxAuthTries 3");
+        self.env.write(BANNER, "Authorized use only.\n");
         let r3 = self.commit_and_push("r3: fewer auth tries", &[]);
         self.assert_on("server04", &r3, SSHD_96);
         (r1, r2, r3)
@@ -568,6 +596,10 @@ fn rollback_goes_back_one_revision_then_to_a_pinned_one_and_the_branch_stays() {
         .assert_contains(&format!("rolled back {}", short(&r2)));
     w.assert_on("server04", &r2, SSHD_96);
     assert_eq!(w.main_tip(), r3, "a rollback moved main\n{out}");
+    let row = w.status_of("server04");
+    assert_eq!(row["result"], "rolled-back", "{row:#}");
+    assert_eq!(row["rev"], r2.as_str(), "{row:#}");
+    assert_eq!(row["left"], r3.as_str(), "{row:#}");
 
     // --to a commit id.
     let out = w.rg(&["rollback", "--to", &r1, "--group", "canary"]);
@@ -626,7 +658,7 @@ fn rollback_goes_back_one_revision_then_to_a_pinned_one_and_the_branch_stays() {
 }
 
 #[test]
-fn status_and_log_show_the_rolled_back_host_and_the_revision_it_left() {
+fn status_and_log_show_the_rollback_and_status_the_revision_it_left() {
     let w = World::new();
     let (r1, r2, r3) = w.three_revisions();
 
@@ -783,6 +815,30 @@ fn unknown_or_invalid_revisions_are_refused_naming_them_and_touch_nothing() {
         "a refused rollback was journaled\n{out}"
     );
 
+    // The push form is as guarded: both are rejected, and the deploy ref
+    // is not created.
+    for bad in [&bad_toml, &bad_sshd] {
+        let out = w.git_push(&["-f", "origin", &format!("{bad}:refs/deploy/canary")]);
+        out.assert_code(1)
+            .assert_contains("pre-receive hook declined")
+            .assert_contains(short(bad));
+        assert_eq!(
+            w.env.remote_ref("refs/deploy/canary"),
+            None,
+            "a rejected push created the deploy ref\n{out}"
+        );
+        assert_eq!(
+            w.all_trees(),
+            hosts_before,
+            "a rejected push touched a host\n{out}"
+        );
+        assert_eq!(
+            w.journal_bytes(),
+            journal_before,
+            "a rejected push was journaled\n{out}"
+        );
+    }
+
     assert_eq!(w.main_tip(), r3, "main moved");
     assert_eq!(
         w.json(&["log", "--json"]).len(),
@@ -890,11 +946,12 @@ fn plan_shows_per_host_what_runs_now_and_a_diff_against_the_revision() {
     assert_eq!(
         changed_lines(&canary),
         [
-            "-ClientAliveInterval 120",
+            "-Authorized use only.",
+            "-ClientAliveInterval 60",
             "+ClientAliveInterval 300",
             "-MaxAuthTries 3"
         ],
-        "the diff r3 -> r1\n{out}"
+        "the diff r3 -> r1 (banner.txt goes, sshd_config changes back)\n{out}"
     );
 
     // Already there.
@@ -956,7 +1013,7 @@ fn plan_shows_per_host_what_runs_now_and_a_diff_against_the_revision() {
 #[test]
 fn dry_runs_of_deploy_and_rollback_print_the_plan_and_touch_nothing() {
     let w = World::new();
-    let (r1, _r2, r3) = w.three_revisions();
+    let (r1, r2, r3) = w.three_revisions();
     let hosts_before = w.all_trees();
     let journal_before = w.journal_bytes();
 
@@ -990,6 +1047,26 @@ fn dry_runs_of_deploy_and_rollback_print_the_plan_and_touch_nothing() {
             "a dry run wrote the journal\n{rollback}"
         );
     }
+
+    // Without --to: the plan of going back to the previous revision, r2.
+    let plan = w.rg(&["plan", "--rev", &r2, "--group", "canary"]);
+    plan.assert_ok();
+    let rollback = w.rg(&["rollback", "--group", "canary", "--dry-run"]);
+    rollback.assert_ok().assert_contains("dry run");
+    assert_eq!(
+        rollback.stdout, plan.stdout,
+        "rollback --dry-run (no --to) does not print the plan of going back to r2\n{rollback}\n{plan}"
+    );
+    assert_eq!(
+        w.all_trees(),
+        hosts_before,
+        "a dry run touched a host\n{rollback}"
+    );
+    assert_eq!(
+        w.journal_bytes(),
+        journal_before,
+        "a dry run wrote the journal\n{rollback}"
+    );
     assert_eq!(w.main_tip(), r3);
 }
 
@@ -1038,6 +1115,42 @@ fn force_push_of_an_old_revision_to_the_deploy_ref_rolls_the_group_back() {
     }
 }
 
+#[test]
+fn push_form_going_back_is_a_rollback_even_when_the_deploy_ref_is_older_still() {
+    let w = World::new();
+    let (r1, _r2, r3) = w.three_revisions();
+    // An earlier incident: the canary was rolled back to r1 over git, so
+    // refs/deploy/canary stays at r1.
+    w.git_push(&["-f", "origin", &format!("{r1}:refs/deploy/canary")])
+        .assert_ok();
+    w.last_run().assert_ok_as("rollback", &r1);
+    // The fix, r4, is pushed to main and deployed to the canary.
+    w.env.append(SSHD_96, "LoginGraceTime 30");
+    let r4 = w.commit_and_push("r4: the fix", &[]);
+    w.assert_on("server04", &r4, SSHD_96);
+
+    // r4 turns out bad: the canary goes back to r3 over git, as the docs
+    // say (`git push -f origin REV:refs/deploy/NAME`). r3 is behind main and
+    // behind what the canary runs; the deploy ref (r1) is older still.
+    let out = w.git_push(&["-f", "origin", &format!("{r3}:refs/deploy/canary")]);
+    out.assert_ok();
+    w.assert_on("server04", &r3, SSHD_96);
+    assert_eq!(w.main_tip(), r4, "the push form moved main\n{out}");
+    // Issue 4: the push form "does the same as rollback --to REV --group
+    // NAME", and status shows rolled-back hosts as such, with what they left.
+    let run = w.last_run();
+    assert_eq!(
+        run.start["action"], "rollback",
+        "server04 went from r4 back to r3 (an ancestor of main and of what it ran), \
+         yet the run is journaled as {}: the stale deploy ref (r1) was compared instead\n{out}",
+        run.start["action"]
+    );
+    run.assert_ok_as("rollback", &r3);
+    let row = w.status_of("server04");
+    assert_eq!(row["result"], "rolled-back", "{row:#}");
+    assert_eq!(row["left"], r4.as_str(), "{row:#}");
+}
+
 // ---- the revision's own inventory ------------------------------------------------
 
 #[test]
@@ -1054,6 +1167,7 @@ fn rollback_uses_the_inventory_of_the_revision_it_goes_back_to() {
         &w.toml(&[
             ("canary", &["server04"], "9.6"),
             ("farm", &["server01", "server05"], "9.2"),
+            ("edge", &["server06"], "9.2"),
         ]),
     );
     w.env
@@ -1103,4 +1217,254 @@ fn rollback_uses_the_inventory_of_the_revision_it_goes_back_to() {
         journal_before,
         "a refused rollback was journaled\n{out}"
     );
+
+    // Nor does it know group edge (added by r2): refused, naming its groups.
+    let out = w.rg(&["rollback", "--to", &r1, "--group", "edge"]);
+    out.assert_failed();
+    let err = error_line(&out);
+    for name in ["edge", "canary", "farm"] {
+        assert!(err.contains(name), "the error does not name {name}\n{out}");
+    }
+    assert_eq!(
+        w.all_trees(),
+        hosts_before,
+        "a refused rollback touched a host\n{out}"
+    );
+    assert_eq!(
+        w.journal_bytes(),
+        journal_before,
+        "a refused rollback was journaled\n{out}"
+    );
+}
+
+#[test]
+fn rollback_deploys_the_versions_and_commands_of_the_revision() {
+    let w = World::new();
+    let r1 = w.start(STANDARD);
+    // r2 moves the canary to sshd 9.2, and its deploy command also records
+    // the revision on the host: a rollback to r1 must run r1's plain rsync.
+    let marking: Vec<&str> = vec![
+        "sh",
+        "-c",
+        "rsync -a --delete --mkpath {dir}/ {root}/{host}/etc/ssh/ && echo {rev} >> {root}/{host}.revs",
+    ];
+    w.env.write(
+        "rollgate.toml",
+        &w.toml_deploying(
+            &[
+                ("canary", &["server04"], "9.2"),
+                ("farm", &["server01", "server02", "server03"], "9.2"),
+            ],
+            &marking,
+        ),
+    );
+    let r2 = w.commit_and_push("r2: the canary goes to 9.2", &[]);
+    w.assert_on("server04", &r2, SSHD_92);
+    let revs = w.hosts.join("server04.revs");
+    assert_eq!(
+        fs::read_to_string(&revs).expect("r2's deploy command ran"),
+        format!("{r2}\n")
+    );
+
+    // The plan diffs the 9.2 directory the canary runs against r1's 9.6.
+    let out = w.rg(&["plan", "--rev", &r1, "--group", "canary"]);
+    out.assert_ok();
+    let canary = section_of(&out.stdout, "server04");
+    let arrow = format!(
+        "{} (files/sshd/9.2) -> {} (files/sshd/9.6)",
+        short(&r2),
+        short(&r1)
+    );
+    assert!(
+        canary.iter().any(|l| l.contains(&arrow)),
+        "no `{arrow}` line\n{out}"
+    );
+    let old = String::from_utf8(w.file_at(&r2, SSHD_92)).expect("UTF-8");
+    let new = String::from_utf8(w.file_at(&r1, SSHD_96)).expect("UTF-8");
+    let only_in = |a: &str, b: &str, sign: char| -> Vec<String> {
+        a.lines()
+            .filter(|l| !b.lines().any(|m| m == *l))
+            .map(|l| format!("{sign}{l}"))
+            .collect()
+    };
+    let (minus, plus): (Vec<String>, Vec<String>) = changed_lines(&canary)
+        .into_iter()
+        .partition(|l| l.starts_with('-'));
+    assert_eq!(minus, only_in(&old, &new, '-'), "removed lines\n{out}");
+    assert_eq!(plus, only_in(&new, &old, '+'), "added lines\n{out}");
+
+    let out = w.rg(&["rollback", "--to", &r1, "--group", "canary"]);
+    out.assert_ok();
+    w.assert_on("server04", &r1, SSHD_96);
+    assert_eq!(
+        fs::read_to_string(&revs).expect("the marker is still there"),
+        format!("{r2}\n"),
+        "the rollback ran r2's deploy command, not r1's\n{out}"
+    );
+    w.last_run().assert_ok_as("rollback", &r1);
+    assert_eq!(w.main_tip(), r2, "a rollback moved main\n{out}");
+}
+
+#[test]
+fn log_names_the_revision_each_rolled_back_host_left() {
+    let w = World::new();
+    let (r1, _r2, r3) = w.three_revisions();
+    w.rg(&["rollback", "--to", &r1, "--group", "canary"])
+        .assert_ok();
+
+    // Issue 4: "`status` and `log` show rolled-back hosts as such, with the
+    // revision they left". The log's newest run is the rollback; what
+    // server04 left (r3) must be in it.
+    let log = w.json(&["log", "--json"]);
+    assert_eq!(log[0]["action"], "rollback", "{log:#?}");
+    let run = serde_json::to_string(&log[0]).expect("JSON");
+    assert!(
+        run.contains(&r3),
+        "log --json's rollback run does not name {r3}, the revision server04 left:\n{:#}",
+        log[0]
+    );
+
+    let text = w.rg(&["log"]);
+    text.assert_ok();
+    // The newest run: its header line and the indented step lines under it.
+    let first: Vec<&str> = text
+        .stdout
+        .lines()
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with(' '))
+        .map(|(_, l)| l)
+        .collect();
+    assert!(
+        first.iter().any(|l| l.contains("rollback")),
+        "the newest run is not the rollback\n{text}"
+    );
+    assert!(
+        first.iter().any(|l| l.contains(short(&r3))),
+        "`rollgate log` does not say server04 left {}:\n{}\n{text}",
+        short(&r3),
+        first.join("\n")
+    );
+}
+
+// ---- as guarded as a deploy: restore on failure, the lock ------------------------
+
+/// A health check that fails for revision `{rev}` on a host that has a
+/// `{root}/{host}.{rev}.broken` marker, saying why; retried for 1s.
+const HEALTH: &str = r#"health = ["sh", "-c", "if test -e {root}/{host}.{rev}.broken; then echo {host} answers 503 >&2; exit 1; fi"]
+health_wait = "1s"
+"#;
+
+#[test]
+fn a_rollback_that_fails_health_puts_the_host_back_where_it_was() {
+    let w = World::with("", HEALTH);
+    let (r1, _r2, r3) = w.three_revisions();
+    fs::write(w.hosts.join(format!("server04.{r1}.broken")), "").expect("write the marker");
+
+    let out = w.rg(&["rollback", "--to", &r1, "--group", "canary"]);
+    out.assert_code(1)
+        .assert_contains("server04 answers 503")
+        .assert_contains(&format!("restored sshd to {}", short(&r3)));
+    w.assert_on("server04", &r3, SSHD_96);
+    assert_eq!(w.main_tip(), r3, "a rollback moved main\n{out}");
+
+    let run = w.last_run();
+    assert_eq!(run.start["action"], "rollback", "{run:#?}");
+    assert_eq!(run.start["rev"], r1.as_str(), "{run:#?}");
+    let steps: Vec<(String, String, String)> = run
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s["action"].as_str().unwrap_or("?").to_string(),
+                s["rev"].as_str().unwrap_or("?").to_string(),
+                s["result"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("rollback".to_string(), r1.clone(), "failed".to_string()),
+            ("restore".to_string(), r3.clone(), "ok".to_string()),
+        ],
+        "{run:#?}"
+    );
+    assert_eq!(
+        run.end.as_ref().expect("the run ended")["result"],
+        "failed",
+        "{run:#?}"
+    );
+    let row = w.status_of("server04");
+    assert_eq!(row["result"], "restored", "{row:#}");
+    assert_eq!(row["rev"], r3.as_str(), "{row:#}");
+}
+
+/// A process group the test started (a lock holder), killed on drop so a
+/// failing test leaves nothing running.
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_rollback_waits_for_the_deploy_lock_and_gives_up_naming_the_holder() {
+    let w = World::with("lock_wait = \"1s\"\n", "");
+    let (r1, _r2, r3) = w.three_revisions();
+    let lock = w.remote().join("rollgate/lock");
+    assert!(lock.is_file(), "no deploy lock file after three deploys");
+
+    // Another deploy, as far as the OS lock goes: flock(1) holds it and
+    // writes who it is, as rollgate does.
+    let mut cmd = w.env.command("flock");
+    cmd.arg(&lock)
+        .args([
+            "sh",
+            "-c",
+            "echo 'ops: deploy of main, pid 1' > \"$0\"; exec sleep 300",
+        ])
+        .arg(&lock)
+        .process_group(0);
+    let holder = Holder(cmd.spawn().expect("start flock"));
+    let started = std::time::Instant::now();
+    loop {
+        let text = fs::read_to_string(&lock).unwrap_or_default();
+        if text.contains("ops: deploy of main") {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "flock never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let hosts_before = w.all_trees();
+    let journal_before = w.journal_bytes();
+
+    let out = w.rg(&["rollback", "--to", &r1, "--group", "canary"]);
+    out.assert_code(1)
+        .assert_contains("another deploy holds the lock")
+        .assert_contains("ops: deploy of main, pid 1");
+    assert_eq!(
+        w.all_trees(),
+        hosts_before,
+        "a rollback ran without the lock\n{out}"
+    );
+    assert_eq!(
+        w.journal_bytes(),
+        journal_before,
+        "a rollback without the lock was journaled\n{out}"
+    );
+
+    drop(holder);
+    let out = w.rg(&["rollback", "--to", &r1, "--group", "canary"]);
+    out.assert_ok();
+    w.assert_on("server04", &r1, SSHD_96);
+    assert_eq!(w.main_tip(), r3);
 }
