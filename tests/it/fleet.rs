@@ -526,11 +526,26 @@ pub fn runs_of(records: &[Value]) -> Vec<Run> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tree(pub BTreeMap<String, Entry>);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Entry {
     Dir,
     File { bytes: Vec<u8>, mtime_ns: i128 },
     Link(PathBuf),
+}
+
+/// Files shown as text, so a failing comparison reads as a diff would.
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Dir => f.write_str("Dir"),
+            Entry::File { bytes, mtime_ns } => write!(
+                f,
+                "File(mtime {mtime_ns} ns) {:?}",
+                String::from_utf8_lossy(bytes)
+            ),
+            Entry::Link(target) => write!(f, "Link -> {}", target.display()),
+        }
+    }
 }
 
 impl Tree {

@@ -46,6 +46,26 @@ fn gated_deploy() -> Vec<String> {
         echo end $(date +%s%N) >> {root}/{host}.times")
 }
 
+/// The `{root}/release` file [`gated_deploy`] waits for. Opened on drop
+/// too, so that a failing test leaves no deploy waiting behind it.
+struct Gate(std::path::PathBuf);
+
+impl Gate {
+    fn of(f: &Fleet) -> Gate {
+        Gate(f.hosts.join("release"))
+    }
+
+    fn open(&self) {
+        fs::write(&self.0, "").unwrap();
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.0, "");
+    }
+}
+
 fn count_starts(f: &Fleet, host: &str) -> usize {
     fs::read_to_string(f.hosts.join(format!("{host}.times")))
         .map(|t| t.lines().filter(|l| l.starts_with("start ")).count())
@@ -723,10 +743,16 @@ fn restore_run_puts_back_every_host_the_run_touched() {
 /// canary gets a gated deploy; returns (fleet, A, B, second clone): A is
 /// deployed to the canary, B is committed in the first clone, not pushed.
 fn two_clones(lock_wait: &str) -> (Fleet, String, String, std::path::PathBuf) {
+    two_clones_with(lock_wait, &[])
+}
+
+/// [`two_clones`] with more top-level lines in `rollgate.toml`.
+fn two_clones_with(lock_wait: &str, top: &[&str]) -> (Fleet, String, String, std::path::PathBuf) {
     let f = Fleet::new();
     let mut spec = Spec::standard();
     spec.deploy = gated_deploy();
     spec.top.push(format!("lock_wait = \"{lock_wait}\""));
+    spec.top.extend(top.iter().map(|l| l.to_string()));
     fs::write(f.hosts.join("release"), "").unwrap();
     let a = f.start(&spec);
     let work2 = f.env.path("work2");
@@ -742,6 +768,7 @@ fn two_clones(lock_wait: &str) -> (Fleet, String, String, std::path::PathBuf) {
 #[test]
 fn second_push_gives_up_naming_the_holder_when_lock_wait_runs_out() {
     let (f, a, b, work2) = two_clones("1s");
+    let gate = Gate::of(&f);
     let first = f.spawn_push(&[("GL_USERNAME", "alice")], &[]);
     wait_until("the first push's deploy to start", || {
         count_starts(&f, "server04") == 2
@@ -775,7 +802,7 @@ fn second_push_gives_up_naming_the_holder_when_lock_wait_runs_out() {
         ],
     );
     assert_eq!(f.env.remote_ref("refs/deploy/farm"), None);
-    fs::write(f.hosts.join("release"), "").unwrap();
+    gate.open();
     let first = first.finish();
     f.assert_landed(&first, &b);
     f.assert_line(&first, &["deployed", short(&b), "group canary", "1 ok"]);
@@ -793,6 +820,7 @@ fn second_push_gives_up_naming_the_holder_when_lock_wait_runs_out() {
 #[test]
 fn second_push_waits_for_the_lock_and_deploys_after_the_first() {
     let (f, a, b, work2) = two_clones("2m");
+    let gate = Gate::of(&f);
     let first = f.spawn_push(&[("GL_USERNAME", "alice")], &[]);
     wait_until("the first push's deploy to start", || {
         count_starts(&f, "server04") == 2
@@ -810,7 +838,7 @@ fn second_push_waits_for_the_lock_and_deploys_after_the_first() {
     for h in FARM {
         assert!(f.intervals(h).is_empty(), "{h} deployed while locked out");
     }
-    fs::write(f.hosts.join("release"), "").unwrap();
+    gate.open();
     let first = first.finish();
     let second = second.finish();
 
@@ -1033,11 +1061,12 @@ fn a_quiet_deploy_keeps_the_pusher_informed_with_heartbeats() {
     spec.deploy = gated_deploy();
     spec.top.push("heartbeat = \"300ms\"".into());
     let a = f.init(&spec);
+    let gate = Gate::of(&f);
 
     let mut push = f.spawn_push(&[], &[]);
     // Arrives live, while the deploy is still held.
     push.wait_for_line("still working: 0 of 1 hosts done");
-    fs::write(f.hosts.join("release"), "").unwrap();
+    gate.open();
     let out = push.finish();
 
     f.assert_landed(&out, &a);
@@ -1144,6 +1173,7 @@ fn a_failing_canary_stops_all_before_any_other_group() {
 #[test]
 fn a_push_whose_branch_moved_while_it_waited_for_the_lock_deploys_nothing() {
     let (f, _a, b, work2) = two_clones("2m");
+    let gate = Gate::of(&f);
     let sshd96 = work2.join(SSHD_96);
     let mut text = fs::read_to_string(&sshd96).unwrap();
     text.push_str("# 9.6 change c\n");
@@ -1160,7 +1190,7 @@ fn a_push_whose_branch_moved_while_it_waited_for_the_lock_deploys_nothing() {
         .env("GL_USERNAME", "bob");
     let mut second = Running::spawn(cmd);
     second.wait_for_line("deploy lock");
-    fs::write(f.hosts.join("release"), "").unwrap();
+    gate.open();
     let first = first.finish();
     let second = second.finish();
 
@@ -1188,6 +1218,7 @@ fn status_during_a_deploy_says_running_not_interrupted() {
     spec.deploy = gated_deploy();
     fs::write(f.hosts.join("release"), "").unwrap();
     let a = f.start(&spec);
+    let gate = Gate::of(&f);
     fs::remove_file(f.hosts.join("release")).unwrap();
     let b = f.change("b");
     let push = f.spawn_push(&[], &[]);
@@ -1205,11 +1236,75 @@ fn status_during_a_deploy_says_running_not_interrupted() {
         (&log[0]["result"], &log[0]["rev"]),
         (&"running".into(), &b.as_str().into())
     );
-    fs::write(f.hosts.join("release"), "").unwrap();
+    gate.open();
     let out = push.finish();
 
     f.assert_landed(&out, &b);
     assert_eq!(f.status_of("server04")["rev"], b.as_str());
     assert_eq!(f.log()[0]["result"], "ok");
+    f.assert_clean();
+}
+
+/// One push, two refs: the deploy branch (valid, deploys to the canary) and
+/// a deploy ref naming a group that does not exist. git rejects the whole
+/// push when the hook fails, so the unknown group must be refused before
+/// anything is touched, for every ref of the push: otherwise the canary
+/// runs B while `main` stays on A.
+#[test]
+fn an_unknown_group_in_any_ref_of_a_push_is_refused_before_anything_is_touched() {
+    let f = Fleet::new();
+    let a = f.start(&Spec::standard());
+    let canary = f.tree("server04");
+    let b = f.change("b");
+
+    let out = f
+        .env
+        .git_push(&["origin", "main", &format!("{b}:refs/deploy/nope")]);
+
+    f.assert_rejected(&out, Some(&a));
+    out.assert_contains("(groups: canary, farm)");
+    assert_eq!(f.env.remote_ref("refs/deploy/nope"), None);
+    assert_eq!(
+        f.tree("server04"),
+        canary,
+        "the canary got {} from a rejected push\n{out}",
+        short(&b)
+    );
+    assert_eq!(f.runs().len(), 1, "{:#?}", f.runs());
+    f.assert_clean();
+}
+
+/// A push can wait for the lock for a long time (`lock_wait`); the pusher
+/// must keep hearing from it meanwhile, or a proxy or CI runner that cuts
+/// idle connections ends the push while it waits.
+#[test]
+fn a_push_waiting_for_the_lock_keeps_the_pusher_informed_with_heartbeats() {
+    let (f, a, _b, work2) = two_clones_with("2m", &["heartbeat = \"300ms\""]);
+    let gate = Gate::of(&f);
+    let first = f.spawn_push(&[("GL_USERNAME", "alice")], &[]);
+    wait_until("the first push's deploy to start", || {
+        count_starts(&f, "server04") == 2
+    });
+    let mut cmd = f.env.command("git");
+    cmd.current_dir(&work2)
+        .args(["push", "origin", &format!("{a}:refs/deploy/farm")])
+        .env("GL_USERNAME", "bob");
+    let mut second = Running::spawn(cmd);
+    second.wait_for_line("deploy lock");
+
+    // Anything at all, as long as it comes while alice still holds the lock.
+    let next = second.wait_for_line("");
+    let ends = fs::read_to_string(f.hosts.join("server04.times"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("end "))
+        .count();
+    assert_eq!(
+        ends, 1,
+        "no line while waiting for the lock; the first came after it was released: {next:?}"
+    );
+    gate.open();
+    first.finish().assert_ok();
+    second.finish().assert_ok();
     f.assert_clean();
 }
