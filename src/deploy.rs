@@ -1,17 +1,21 @@
 //! The one path every deploy takes, from the hook or the CLI: resolve the
 //! scope, validate what will be deployed, plan, then roll out.
+//!
+//! Preparing (everything that can refuse) is apart from running, so a push
+//! with several refs can be refused as a whole before any host is touched.
 
 use anyhow::Result;
-use git2::Repository;
+use git2::{Oid, Repository};
 
 use crate::journal::Action;
-use crate::plan;
+use crate::plan::{self, Plan};
 use crate::preview;
 use crate::report::Ui;
 use crate::revision::{ConfigDir, Revision};
 use crate::rollout::{self, RunOptions};
 use crate::scope::{Scope, Target};
 use crate::validate;
+use crate::worktree::Worktree;
 
 pub struct DeployOptions {
     pub action: Action,
@@ -23,43 +27,79 @@ pub struct DeployOptions {
     pub also_check: Vec<ConfigDir>,
     /// `false`: check, deploy nothing (`-o validate-only`).
     pub deploy: bool,
+    /// For a push: the ref and the value git will compare before moving it.
+    /// If it changed while the deploy waited for the lock, git will refuse
+    /// the update, so nothing may be deployed.
+    pub expect_ref: Option<(String, Option<Oid>)>,
 }
 
-/// Resolves `scope` against the revision's own inventory, then deploys.
+impl DeployOptions {
+    pub fn new(action: Action) -> DeployOptions {
+        DeployOptions {
+            action,
+            dry_run: false,
+            push_options: Vec::new(),
+            also_check: Vec::new(),
+            deploy: true,
+            expect_ref: None,
+        }
+    }
+}
+
+/// A revision that passed its checks, with its work tree and plan: all that
+/// is left is to run it.
+pub struct Prepared<'r> {
+    rev: Revision<'r>,
+    worktree: Worktree,
+    /// `None` for validate-only.
+    plan: Option<Plan>,
+    targets: Vec<Target>,
+    scope: String,
+    opts: DeployOptions,
+}
+
 pub fn deploy(
     repo: &Repository,
-    rev: &Revision<'_>,
+    rev: Revision<'_>,
     scope: &Scope,
     opts: DeployOptions,
     ui: &Ui,
 ) -> Result<()> {
-    // Resolving first means an unknown group or host touches nothing. A
-    // validate-only push needs no scope, unless it names one (then the name
-    // must still be right).
+    prepare(rev, scope, opts, ui)?.run(repo, ui)
+}
+
+/// Resolves `scope` against the revision's own inventory (an unknown group
+/// or host touches nothing), then checks and plans.
+pub fn prepare<'r>(
+    rev: Revision<'r>,
+    scope: &Scope,
+    opts: DeployOptions,
+    ui: &Ui,
+) -> Result<Prepared<'r>> {
+    // A validate-only push needs no scope, unless it names one (then the
+    // name must still be right).
     if !opts.deploy && *scope == Scope::Default {
-        return deploy_to(repo, rev, &[], "", opts, ui);
+        return prepare_targets(rev, Vec::new(), String::new(), opts, ui);
     }
     let targets = scope.resolve(&rev.config)?;
     let described = match scope {
         Scope::Default => format!("group {} (default)", targets[0].group),
         other => other.to_string(),
     };
-    deploy_to(repo, rev, &targets, &described, opts, ui)
+    prepare_targets(rev, targets, described, opts, ui)
 }
 
-/// Validates what `targets` will get, then rolls it out (or, for a dry
-/// run, shows what would change where and the commands).
-pub fn deploy_to(
-    repo: &Repository,
-    rev: &Revision<'_>,
-    targets: &[Target],
-    scope: &str,
-    opts: DeployOptions,
+/// Validates what `targets` will get and renders the plan.
+pub fn prepare_targets<'r>(
+    rev: Revision<'r>,
+    targets: Vec<Target>,
+    scope: String,
+    mut opts: DeployOptions,
     ui: &Ui,
-) -> Result<()> {
+) -> Result<Prepared<'r>> {
     let mut deployed = Vec::new();
     if opts.deploy {
-        for t in targets {
+        for t in &targets {
             let group = rev
                 .config
                 .group(&t.group)
@@ -67,7 +107,7 @@ pub fn deploy_to(
             deployed = validate::union(deployed, &rev.group_dirs(group)?);
         }
     }
-    let to_check = validate::union(opts.also_check, &deployed);
+    let to_check = validate::union(std::mem::take(&mut opts.also_check), &deployed);
     ui.line(format_args!(
         "rollgate: {}: checking {} of {} config director{}",
         rev.snapshot.describe(),
@@ -75,27 +115,51 @@ pub fn deploy_to(
         rev.dirs.len(),
         if rev.dirs.len() == 1 { "y" } else { "ies" }
     ));
-    let worktree = validate::gate(rev, &to_check, &deployed, ui)?;
-    if !opts.deploy {
-        ui.line("validate-only: nothing deployed");
-        return Ok(());
-    }
-    let plan = plan::build(rev, &worktree, targets)?;
-    if opts.dry_run {
-        ui.line(format_args!(
-            "dry run: would {} {} to {scope}",
-            opts.action,
-            &plan.rev[..10]
-        ));
-        preview::show(repo, rev, targets, &mut std::io::stdout().lock())?;
-        plan.show(ui);
-        return Ok(());
-    }
-    let run = RunOptions {
-        action: opts.action,
-        who: rev.config.who(),
-        push_options: opts.push_options,
-        scope: scope.to_string(),
+    let worktree = validate::gate(&rev, &to_check, &deployed, ui)?;
+    let plan = if opts.deploy {
+        Some(plan::build(&rev, &worktree, &targets)?)
+    } else {
+        None
     };
-    rollout::run(repo, rev, &worktree, &plan, &run, ui)
+    Ok(Prepared {
+        rev,
+        worktree,
+        plan,
+        targets,
+        scope,
+        opts,
+    })
+}
+
+impl Prepared<'_> {
+    pub fn run(self, repo: &Repository, ui: &Ui) -> Result<()> {
+        let Some(plan) = &self.plan else {
+            ui.line("validate-only: nothing deployed");
+            return Ok(());
+        };
+        if self.opts.dry_run {
+            ui.line(format_args!(
+                "dry run: would {} {} to {}",
+                self.opts.action,
+                &plan.rev[..10],
+                self.scope
+            ));
+            preview::show(
+                repo,
+                &self.rev,
+                &self.targets,
+                &mut std::io::stdout().lock(),
+            )?;
+            plan.show(ui);
+            return Ok(());
+        }
+        let run = RunOptions {
+            action: self.opts.action,
+            who: self.rev.config.who(),
+            push_options: self.opts.push_options,
+            scope: self.scope,
+            expect_ref: self.opts.expect_ref,
+        };
+        rollout::run(repo, &self.rev, &self.worktree, plan, &run, ui)
+    }
 }

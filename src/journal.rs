@@ -80,6 +80,9 @@ pub struct Record {
     /// The service's directory label, e.g. `9.6`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Host records: the revision the host ran before this step, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     pub result: Outcome,
     pub who: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -235,6 +238,7 @@ mod tests {
             host: Some("h1".into()),
             service: Some("sshd".into()),
             version: Some("9.6".into()),
+            from: None,
             result,
             who: "tester".into(),
             options: vec![],

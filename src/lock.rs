@@ -17,8 +17,15 @@ pub struct DeployLock {
     _file: File,
 }
 
-/// Waits up to `wait` for the lock, telling the user who holds it.
-pub fn acquire(git_dir: &Path, holder: &str, wait: Duration, ui: &Ui) -> Result<DeployLock> {
+/// Waits up to `wait` for the lock, telling the user who holds it, and
+/// again every `heartbeat` so an idle-cutting proxy keeps the push alive.
+pub fn acquire(
+    git_dir: &Path,
+    holder: &str,
+    wait: Duration,
+    heartbeat: Duration,
+    ui: &Ui,
+) -> Result<DeployLock> {
     let dir = journal::dir_of(git_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("lock");
@@ -49,6 +56,11 @@ pub fn acquire(git_dir: &Path, holder: &str, wait: Duration, ui: &Ui) -> Result<
                         humantime::format_duration(wait)
                     ));
                     told = true;
+                } else if ui.quiet_for() >= heartbeat {
+                    ui.line(format_args!(
+                        "... still waiting for the deploy lock ({}s so far)",
+                        started.elapsed().as_secs()
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }

@@ -51,7 +51,7 @@ pub fn show(
                             dir.path,
                             short(rev_id)
                         )?;
-                        write_diff(repo, None, &new_tree, "/dev/null", &dir.path, out)?;
+                        write_diff(repo, None, &new_tree, &dir.path, &dir.path, out)?;
                     }
                     Some(Current {
                         rev: now,
@@ -93,7 +93,7 @@ pub fn show(
                             short_str(&now),
                             dir.path
                         )?;
-                        write_diff(repo, None, &new_tree, "/dev/null", &dir.path, out)?;
+                        write_diff(repo, None, &new_tree, &dir.path, &dir.path, out)?;
                     }
                 }
             }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use git2::{Oid, Repository};
 
 use crate::config;
-use crate::deploy::{self, DeployOptions};
+use crate::deploy::{self, DeployOptions, Prepared};
 use crate::journal::Action;
 use crate::receive::RefUpdate;
 use crate::repo::{Snapshot, short};
@@ -18,27 +18,44 @@ use crate::scope::{PushRequest, Scope};
 
 const DEPLOY_PREFIX: &str = "refs/deploy/";
 
+/// Handles a whole push: every ref is classified, checked and planned
+/// first, and only then deployed, so a push that git will reject as a whole
+/// never touches a host for one of its refs.
 pub fn pre_receive(
     repo: &Repository,
     updates: &[RefUpdate],
     request: &PushRequest,
     ui: &Ui,
 ) -> Result<()> {
-    for update in updates {
-        handle(repo, update, request, ui)
-            .with_context(|| format!("{} rejected", update.refname))?;
+    let mut prepared = Vec::new();
+    for u in updates {
+        if let Some(p) =
+            prepare(repo, u, request, ui).with_context(|| format!("{} rejected", u.refname))?
+        {
+            prepared.push((u, p));
+        }
+    }
+    for (u, p) in prepared {
+        p.run(repo, ui)
+            .with_context(|| format!("{} rejected", u.refname))?;
     }
     Ok(())
 }
 
-fn handle(repo: &Repository, u: &RefUpdate, request: &PushRequest, ui: &Ui) -> Result<()> {
+/// What one ref update asks for: `None` when it passes untouched.
+fn prepare<'r>(
+    repo: &'r Repository,
+    u: &RefUpdate,
+    request: &PushRequest,
+    ui: &Ui,
+) -> Result<Option<Prepared<'r>>> {
     if let Some(name) = u.refname.strip_prefix(DEPLOY_PREFIX) {
         let Some(new) = u.new else {
             ui.line(format_args!(
                 "{}: deleted (a deploy ref only records what was deployed)",
                 u.refname
             ));
-            return Ok(());
+            return Ok(None);
         };
         if request.scope != Scope::Default || request.validate_only {
             bail!(
@@ -51,35 +68,36 @@ fn handle(repo: &Repository, u: &RefUpdate, request: &PushRequest, ui: &Ui) -> R
         } else {
             Scope::Group(name.to_string())
         };
-        return deploy_ref(repo, u.old, new, &scope, false, &request.options, ui);
+        let forced = PushRequest {
+            scope,
+            validate_only: false,
+            options: request.options.clone(),
+        };
+        return prepare_ref(repo, u, new, &forced, ui).map(Some);
     }
     if !u.refname.starts_with("refs/heads/") {
-        return pass(u, "not a branch", ui);
+        pass(u, "not a branch", ui);
+        return Ok(None);
     }
     match deploy_branch(repo, u) {
-        None => return pass(u, "no rollgate.toml", ui),
+        None => {
+            pass(u, "no rollgate.toml", ui);
+            return Ok(None);
+        }
         Some(branch) if branch != u.refname => {
-            return pass(u, &format!("not the deploy branch ({branch})"), ui);
+            pass(u, &format!("not the deploy branch ({branch})"), ui);
+            return Ok(None);
         }
         Some(_) => {}
     }
     let Some(new) = u.new else {
         bail!("{} is the deploy branch and cannot be deleted", u.refname);
     };
-    deploy_ref(
-        repo,
-        u.old,
-        new,
-        &request.scope,
-        request.validate_only,
-        &request.options,
-        ui,
-    )
+    prepare_ref(repo, u, new, request, ui).map(Some)
 }
 
-fn pass(u: &RefUpdate, why: &str, ui: &Ui) -> Result<()> {
+fn pass(u: &RefUpdate, why: &str, ui: &Ui) {
     ui.line(format_args!("{}: {why}, passed untouched", u.refname));
-    Ok(())
 }
 
 /// What a commit's `rollgate.toml` says about the deploy branch, read
@@ -138,45 +156,33 @@ fn default_branch() -> String {
     format!("refs/heads/{}", config::DEFAULT_BRANCH)
 }
 
-/// Validates `new` (what changed since `old`, plus what the scope deploys)
-/// and then deploys it unless `validate_only`.
-fn deploy_ref(
-    repo: &Repository,
-    old: Option<Oid>,
+/// Checks `new` (what changed since the ref's old value, plus what the
+/// scope deploys) and plans its deploy unless the push is validate-only.
+fn prepare_ref<'r>(
+    repo: &'r Repository,
+    u: &RefUpdate,
     new: Oid,
-    scope: &Scope,
-    validate_only: bool,
-    push_options: &[String],
+    request: &PushRequest,
     ui: &Ui,
-) -> Result<()> {
+) -> Result<Prepared<'r>> {
     let commit = repo
         .find_commit(new)
         .with_context(|| format!("{} is not a commit", short(new)))?;
     let rev = Revision::load(Snapshot::of_commit(repo, commit)?)?;
     // The base is what the ref pointed at; an unreadable old config means
     // we cannot trust what "changed", so everything is checked.
-    let base = old
+    let base = u
+        .old
         .and_then(|old| repo.find_commit(old).ok())
         .and_then(|c| Snapshot::of_commit(repo, c).ok())
         .and_then(|s| Revision::load(s).ok());
-    // A deploy ref pushed for the first time is compared with the branch.
-    let tip = repo.refname_to_id(&rev.config.branch_ref()).ok();
     let opts = DeployOptions {
-        action: if going_back(repo, old.or(tip), new) {
-            Action::Rollback
-        } else {
-            Action::Deploy
-        },
-        dry_run: false,
-        push_options: push_options.to_vec(),
+        push_options: request.options.clone(),
         also_check: rev.changed_since(base.as_ref()),
-        deploy: !validate_only,
+        deploy: !request.validate_only,
+        expect_ref: Some((u.refname.clone(), u.old)),
+        // rollout decides from the journal whether this takes hosts back.
+        ..DeployOptions::new(Action::Deploy)
     };
-    deploy::deploy(repo, &rev, scope, opts, ui)
-}
-
-/// A push that moves a ref to an ancestor of where it was is a rollback
-/// (`git push -f origin REV:refs/deploy/NAME`), and is journaled as one.
-fn going_back(repo: &Repository, old: Option<Oid>, new: Oid) -> bool {
-    old.is_some_and(|old| old != new && repo.graph_descendant_of(old, new).unwrap_or(false))
+    deploy::prepare(rev, &request.scope, opts, ui)
 }

@@ -24,17 +24,14 @@ pub struct RollbackOptions {
 
 pub fn rollback(repo: &Repository, opts: RollbackOptions, ui: &Ui) -> Result<()> {
     let deploy_opts = || DeployOptions {
-        action: Action::Rollback,
         dry_run: opts.dry_run,
-        push_options: Vec::new(),
-        also_check: Vec::new(),
-        deploy: true,
+        ..DeployOptions::new(Action::Rollback)
     };
     if let Some(to) = &opts.to {
         let commit = repo::resolve(repo, to)?;
         let rev = Revision::load(Snapshot::of_commit(repo, commit)?)
             .with_context(|| format!("cannot roll back to `{to}`"))?;
-        return deploy::deploy(repo, &rev, &opts.scope, deploy_opts(), ui);
+        return deploy::deploy(repo, rev, &opts.scope, deploy_opts(), ui);
     }
     // Which hosts are in scope is the current inventory's business; where
     // each goes back to is the journal's.
@@ -84,7 +81,7 @@ pub fn rollback(repo: &Repository, opts: RollbackOptions, ui: &Ui) -> Result<()>
             if names.len() == 1 { "" } else { "s" },
             names.join(", ")
         );
-        deploy::deploy_to(repo, &old, &targets, &scope, deploy_opts(), ui)?;
+        deploy::prepare_targets(old, targets, scope, deploy_opts(), ui)?.run(repo, ui)?;
     }
     Ok(())
 }

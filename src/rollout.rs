@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub push_options: Vec<String>,
     /// What the run targets, for people: `group canary`, `all groups` ...
     pub scope: String,
+    /// See `DeployOptions::expect_ref`: checked once the lock is held.
+    pub expect_ref: Option<(String, Option<Oid>)>,
 }
 
 /// What happened to one host.
@@ -72,6 +74,7 @@ impl Recorder<'_> {
             host: None,
             service: None,
             version: None,
+            from: None,
             result,
             who: self.who.to_string(),
             options: self.options.to_vec(),
@@ -81,10 +84,18 @@ impl Recorder<'_> {
         }
     }
 
-    fn host_records(&self, action: Action, rev: &str, r: &HostResult<'_>) -> Vec<Record> {
+    /// `from(host, service)`: the revision the host ran before this step.
+    fn host_records(
+        &self,
+        action: Action,
+        rev: &str,
+        r: &HostResult<'_>,
+        from: impl Fn(&str, &str) -> Option<String>,
+    ) -> Vec<Record> {
         r.services
             .iter()
             .map(|s| Record {
+                from: from(&r.job.host, &s.job.service),
                 group: Some(r.job.group.clone()),
                 host: Some(r.job.host.clone()),
                 service: Some(s.job.service.clone()),
@@ -118,27 +129,45 @@ pub fn run(
     let git_dir = repo.path();
     let config = &rev.config;
     let rev_short = &plan.rev[..10];
-    let (verb, doing, done_verb) = match opts.action {
-        Action::Rollback => ("rollback", "rolling back", "rolled back"),
-        _ => ("deploy", "deploying", "deployed"),
-    };
     let holder = format!(
-        "{}: {verb} of {rev_short} to {}, since {}, pid {}",
+        "{}: {} of {rev_short} to {}, since {}, pid {}",
         opts.who,
+        opts.action,
         opts.scope,
         journal::now(),
         std::process::id()
     );
-    let _lock = lock::acquire(git_dir, &holder, config.lock_wait, ui)?;
+    let _lock = lock::acquire(git_dir, &holder, config.lock_wait, config.heartbeat, ui)?;
+    if let Some((name, expected)) = &opts.expect_ref {
+        let now = repo.refname_to_id(name).ok();
+        if now != *expected {
+            return Err(Failed(format!(
+                "{name} moved to {} while this push waited for the deploy lock, so git will refuse it; \
+                 nothing was deployed (fetch, rebase and push again)",
+                now.map_or("nothing".into(), short)
+            ))
+            .into());
+        }
+    }
     // Read before this run writes, so "previous revision" means before it.
     let history = journal::read(git_dir)?;
+    let action = match opts.action {
+        Action::Deploy if moves_back(repo, &history, plan) => Action::Rollback,
+        other => other,
+    };
+    let (verb, doing, done_verb) = match action {
+        Action::Rollback => ("rollback", "rolling back", "rolled back"),
+        _ => ("deploy", "deploying", "deployed"),
+    };
+    let before =
+        |host: &str, service: &str| history.last_good(host, service).map(|p| p.rev.clone());
     let mut journal = Journal::open(git_dir)?;
     let rec = Recorder {
         run: format!("{}-{}", unix_secs(), std::process::id()),
         who: &opts.who,
         options: &opts.push_options,
     };
-    let mut start = rec.record(Event::Start, opts.action, &plan.rev, Outcome::Started);
+    let mut start = rec.record(Event::Start, action, &plan.rev, Outcome::Started);
     start.hosts = plan
         .stages
         .iter()
@@ -179,7 +208,7 @@ pub fn run(
                         arrived.extend(rx.try_iter());
                         let records: Vec<Record> = arrived
                             .iter()
-                            .flat_map(|r| rec.host_records(opts.action, &plan.rev, r))
+                            .flat_map(|r| rec.host_records(action, &plan.rev, r, before))
                             .collect();
                         journal.append(&records)?;
                         for r in arrived {
@@ -223,7 +252,7 @@ pub fn run(
     let not_started = total - results.len();
     let mut end = rec.record(
         Event::End,
-        opts.action,
+        action,
         &plan.rev,
         if failed.is_empty() && outcome.is_ok() {
             Outcome::Ok
@@ -411,7 +440,7 @@ fn restore(
     }
     let mut restored = Vec::new();
     for (rev_id, pairs) in by_rev {
-        match restore_to(repo, &rev_id, &pairs, rec, journal, ui) {
+        match restore_to(repo, &rev_id, failed_rev, &pairs, rec, journal, ui) {
             Ok(done) => restored.extend(done),
             Err(e) => {
                 let hosts: Vec<&str> = pairs.iter().map(|(h, _)| *h).collect();
@@ -429,6 +458,7 @@ fn restore(
 fn restore_to(
     repo: &Repository,
     rev_id: &str,
+    failed_rev: &str,
     pairs: &[(&str, &str)],
     rec: &Recorder<'_>,
     journal: &mut Journal,
@@ -455,7 +485,9 @@ fn restore_to(
     for ((host, service), group) in pairs.iter().zip(groups) {
         let job = plan::host_job(&old, &worktree, group, host, Some(service))?;
         let result = run_host(&job, worktree.root());
-        journal.append(&rec.host_records(Action::Restore, rev_id, &result))?;
+        journal.append(&rec.host_records(Action::Restore, rev_id, &result, |_, _| {
+            Some(failed_rev.to_string())
+        }))?;
         match result.services.iter().find_map(|s| s.failure.as_ref()) {
             None => {
                 ui.line(format_args!(
@@ -478,6 +510,25 @@ fn restore_to(
         }
     }
     Ok(restored)
+}
+
+/// Whether this deploy takes a host back: some host in the plan runs a
+/// revision that descends from the one being deployed. Such a run is a
+/// rollback (`git push -f origin OLD:refs/deploy/NAME`, `deploy --rev OLD`)
+/// and is journaled as one.
+fn moves_back(repo: &Repository, history: &History, plan: &Plan) -> bool {
+    let Ok(new) = Oid::from_str(&plan.rev) else {
+        return false;
+    };
+    plan.stages.iter().flat_map(|s| &s.hosts).any(|job| {
+        job.services.iter().any(|s| {
+            history.last_good(&job.host, &s.service).is_some_and(|now| {
+                Oid::from_str(&now.rev).is_ok_and(|now| {
+                    now != new && repo.graph_descendant_of(now, new).unwrap_or(false)
+                })
+            })
+        })
+    })
 }
 
 /// At most 20 names, then how many more: a 1,000-host line helps nobody.

@@ -38,27 +38,24 @@ pub fn status(git_dir: &Path) -> Result<Report<HostState>> {
     let history = journal::read(git_dir)?;
     let live = lock::is_held(git_dir)?;
     let mut rows: BTreeMap<(String, String), HostState> = BTreeMap::new();
-    let mut good_rev: BTreeMap<(String, String), String> = BTreeMap::new();
     for r in history.records.iter().filter(|r| r.event == Event::Host) {
         let (Some(host), Some(service)) = (&r.host, &r.service) else {
             continue;
         };
-        let key = (host.clone(), service.clone());
-        let before = good_rev.get(&key).cloned();
         let result = match (r.action, r.result) {
             (_, Outcome::Failed) => "failed",
             (Action::Restore, _) => "restored",
             (Action::Rollback, _) => "rolled-back",
             _ => "ok",
         };
-        if r.result == Outcome::Ok {
-            good_rev.insert(key.clone(), r.rev.clone());
-        }
         let left = match r.action {
             Action::Deploy => None,
-            _ => before.filter(|b| *b != r.rev),
+            _ => r.from.clone().filter(|f| *f != r.rev),
         };
-        rows.insert(key, state_of(r, host, service, result, left));
+        rows.insert(
+            (host.clone(), service.clone()),
+            state_of(r, host, service, result, left),
+        );
     }
     for run in interrupted_runs(&history, live) {
         for entry in &run.start.hosts {

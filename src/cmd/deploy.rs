@@ -29,11 +29,8 @@ pub fn run(args: DeployArgs, ui: &Ui) -> Result<()> {
     let commit = repo::resolve(&repo, &args.rev)?;
     let rev = Revision::load(Snapshot::of_commit(&repo, commit)?)?;
     let opts = DeployOptions {
-        action: Action::Deploy,
         dry_run: args.dry_run,
-        push_options: Vec::new(),
-        also_check: Vec::new(),
-        deploy: true,
+        ..DeployOptions::new(Action::Deploy)
     };
-    deploy::deploy(&repo, &rev, &args.scope.scope(), opts, ui)
+    deploy::deploy(&repo, rev, &args.scope.scope(), opts, ui)
 }

@@ -99,12 +99,17 @@ pub fn log(args: LogArgs, ui: &Ui) -> Result<()> {
         );
         for s in &run.steps {
             println!(
-                "    {} {} {} {} {} {}{}",
+                "    {} {} {} {} {}{} {}{}",
                 s.action,
                 s.host.as_deref().unwrap_or("-"),
                 s.service.as_deref().unwrap_or("-"),
                 s.version.as_deref().unwrap_or("-"),
                 short_str(&s.rev),
+                s.from
+                    .as_deref()
+                    .filter(|f| *f != s.rev)
+                    .map(|f| format!(" (was {})", short_str(f)))
+                    .unwrap_or_default(),
                 s.result,
                 s.error
                     .as_deref()
