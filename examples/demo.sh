@@ -51,7 +51,7 @@ lock_wait = "30s"
 [services.sshd]
 source = "files/sshd/{version}"
 check = ["/usr/sbin/sshd", "-t", "-f", "{dir}/sshd_config", "-o", "HostKey=/etc/ssh/ssh_host_ed25519_key"]
-deploy = ["rsync", "-a", "--delete", "--mkpath", "{dir}/", "{root}/{host}/etc/ssh/"]
+deploy = ["rsync", "-a", "--checksum", "--delete", "--mkpath", "{dir}/", "{root}/{host}/etc/ssh/"]
 # A host cannot run a revision while it has a file named BROKEN-<revision>.
 health = ["test", "!", "-e", "{root}/{host}/BROKEN-{rev}"]
 health_wait = "1s"
@@ -59,7 +59,7 @@ health_wait = "1s"
 [services.nginx]
 source = "files/nginx/{nginx_version}"
 check = ["/usr/sbin/nginx", "-t", "-q", "-e", "stderr", "-p", "{dir}/", "-c", "{dir}/nginx.conf"]
-deploy = ["rsync", "-a", "--delete", "--mkpath", "--exclude", "*_temp", "--exclude", "nginx.pid", "{dir}/", "{root}/{host}/etc/nginx/"]
+deploy = ["rsync", "-a", "--checksum", "--delete", "--mkpath", "--exclude", "*_temp", "--exclude", "nginx.pid", "{dir}/", "{root}/{host}/etc/nginx/"]
 
 [groups.canary]
 hosts = ["server04"]
