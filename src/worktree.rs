@@ -23,8 +23,9 @@ impl Worktree {
     /// and refuses any symlink in them that leads out of the work tree:
     /// a checker would follow it and could echo a server file to the pusher.
     pub fn create(snapshot: &Snapshot<'_>, paths: &[String]) -> Result<Worktree> {
+        sweep_stale(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
-            .prefix("rollgate-")
+            .prefix(&format!("{PREFIX}{}-", std::process::id()))
             .tempdir()
             .context("cannot create a temporary work tree (is TMPDIR writable?)")?;
         let root = dir.path().canonicalize()?;
@@ -101,6 +102,35 @@ impl Worktree {
     }
 }
 
+const PREFIX: &str = "rollgate-";
+
+/// Removes work trees left by rollgate processes that no longer exist (a
+/// hook killed with -9 cannot clean up after itself). The owner's pid is in
+/// the name; a live or unknown owner's tree is left alone.
+fn sweep_stale(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone && pid > 0 {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Drops paths inside another listed path: writing both would fail.
 fn outermost(paths: &[String]) -> Vec<String> {
     let mut sorted: Vec<&String> = paths.iter().collect();
@@ -121,6 +151,23 @@ fn outermost(paths: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_trees_of_dead_processes_are_swept_and_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        // pid_max on Linux is at most 2^22, so this pid cannot be alive.
+        let dead = tmp.path().join(format!("{PREFIX}99999999-abc"));
+        let live = tmp
+            .path()
+            .join(format!("{PREFIX}{}-abc", std::process::id()));
+        let other = tmp.path().join("rollgate-notes");
+        for d in [&dead, &live, &other] {
+            fs::create_dir(d).unwrap();
+        }
+        sweep_stale(tmp.path());
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists());
+    }
 
     #[test]
     fn nested_paths_collapse_to_the_outer_one() {

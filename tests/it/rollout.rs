@@ -963,6 +963,18 @@ fn hook_killed_mid_deploy_leaves_no_stale_lock_and_status_shows_interrupted() {
         left.iter().all(|n| n.starts_with("rollgate-")),
         "unexpected leftovers of the killed hook: {left:?}"
     );
+    // ...and the next rollgate that makes a work tree there sweeps it, since
+    // its owner is dead.
+    let mut cmd = f.env.command(env!("CARGO_BIN_EXE_rollgate"));
+    cmd.args(["validate", "--all", "--rev", "main", "--repo"])
+        .arg(f.env.remote())
+        .env("TMPDIR", &killed_tmp);
+    f.env.run(cmd).assert_ok();
+    let left: Vec<_> = fs::read_dir(&killed_tmp).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "the killed hook's work tree was not swept: {left:?}"
+    );
     f.assert_clean();
 }
 
