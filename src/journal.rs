@@ -20,6 +20,9 @@ const FILE: &str = "journal.jsonl";
 pub enum Event {
     /// A run begins: `hosts` lists every host it may touch.
     Start,
+    /// A batch is about to start on `hosts`: if the run dies, these are
+    /// the hosts whose state is unknown.
+    Batch,
     /// One host's service went through deploy, reload and health.
     Host,
     /// A run ended; its absence means the run was killed.

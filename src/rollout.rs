@@ -194,6 +194,12 @@ pub fn run(
         let mut body = || -> Result<()> {
             'stages: for stage in &plan.stages {
                 for batch in stage.hosts.chunks(stage.batch) {
+                    let mut record = rec.record(Event::Batch, action, &plan.rev, Outcome::Started);
+                    record.hosts = batch
+                        .iter()
+                        .map(|h| format!("{}/{}", h.group, h.host))
+                        .collect();
+                    journal.append(&[record])?;
                     let (tx, rx) = mpsc::channel();
                     for job in batch {
                         let tx = tx.clone();

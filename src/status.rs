@@ -58,7 +58,8 @@ pub fn status(git_dir: &Path) -> Result<Report<HostState>> {
         );
     }
     for run in interrupted_runs(&history, live) {
-        for entry in &run.start.hosts {
+        // Only hosts whose batch had started can be in an unknown state.
+        for entry in &run.started {
             let host = entry.split_once('/').map_or(entry.as_str(), |(_, h)| h);
             if run.finished_hosts.contains(&host) {
                 continue;
@@ -117,6 +118,8 @@ fn state_of(
 struct RunView<'h> {
     start: &'h Record,
     end: Option<&'h Record>,
+    /// `group/host` of every host whose batch started.
+    started: Vec<&'h String>,
     finished_hosts: Vec<&'h str>,
     steps: Vec<&'h Record>,
 }
@@ -133,10 +136,16 @@ fn runs(history: &History) -> Vec<RunView<'_>> {
                     RunView {
                         start: r,
                         end: None,
+                        started: vec![],
                         finished_hosts: vec![],
                         steps: vec![],
                     },
                 );
+            }
+            Event::Batch => {
+                if let Some(v) = by_id.get_mut(r.run.as_str()) {
+                    v.started.extend(&r.hosts);
+                }
             }
             Event::Host => {
                 if let Some(v) = by_id.get_mut(r.run.as_str()) {

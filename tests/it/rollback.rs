@@ -387,6 +387,12 @@ impl World {
                     assert!(run.end.is_none(), "a run ended twice: {r}");
                     run.end = Some(r);
                 }
+                // A batch record names the hosts about to start; it must
+                // belong to a run that started.
+                Some("batch") => assert!(
+                    runs.iter().any(|x| x.id == id),
+                    "batch record of a run that never started: {r}"
+                ),
                 other => panic!("unknown journal event {other:?}: {r}"),
             }
         }

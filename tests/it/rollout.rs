@@ -939,6 +939,13 @@ fn hook_killed_mid_deploy_leaves_no_stale_lock_and_status_shows_interrupted() {
         (&s4["result"], &s4["rev"]),
         (&"ok".into(), &a.as_str().into())
     );
+    // server03's batch never started: it is still on A, not "interrupted".
+    let s3 = f.status_of("server03");
+    assert_eq!(
+        (&s3["result"], &s3["rev"]),
+        (&"ok".into(), &a.as_str().into()),
+        "{s3:#}"
+    );
     assert_eq!(f.log()[0]["result"], "interrupted");
     groups.kill_all();
 
