@@ -99,6 +99,47 @@ pub struct Record {
     pub error: Option<String>,
 }
 
+/// Builds the records of one run: only the per-record fields vary.
+pub struct Recorder {
+    pub run: String,
+    pub who: String,
+    pub options: Vec<String>,
+}
+
+impl Recorder {
+    pub fn new(who: &str, options: &[String]) -> Recorder {
+        let secs = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Recorder {
+            run: format!("{secs}-{}", std::process::id()),
+            who: who.to_string(),
+            options: options.to_vec(),
+        }
+    }
+
+    pub fn record(&self, event: Event, action: Action, rev: &str, result: Outcome) -> Record {
+        Record {
+            run: self.run.clone(),
+            time: now(),
+            event,
+            action,
+            rev: rev.to_string(),
+            group: None,
+            host: None,
+            service: None,
+            version: None,
+            from: None,
+            result,
+            who: self.who.clone(),
+            options: self.options.clone(),
+            hosts: Vec::new(),
+            duration_ms: None,
+            error: None,
+        }
+    }
+}
+
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }

@@ -1,28 +1,24 @@
-//! Runs a plan: batches in parallel, deploy → reload → health per service,
-//! stop at the first failure, put failed hosts back, journal every step.
+//! Runs a plan under the deploy lock: batches in parallel, the first failure
+//! stops new batches, failed hosts are put back (restore.rs), and every step
+//! is journaled before the pusher is told.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use git2::{Oid, Repository};
 
 use crate::config::OnFailure;
 use crate::error::Failed;
-use crate::journal::{self, Action, Event, History, Journal, Outcome, Record};
+use crate::host::{self, HostResult};
+use crate::journal::{self, Action, Event, History, Journal, Outcome, Recorder};
 use crate::lock;
-use crate::plan::{self, HostJob, Plan, ServiceJob};
-use crate::process;
-use crate::repo::{Snapshot, short, short_str};
+use crate::plan::{HostJob, Plan};
 use crate::report::{Ui, seconds};
+use crate::restore::{self, Restored};
 use crate::revision::Revision;
 use crate::worktree::Worktree;
-
-/// How often a failing health check is retried within `health_wait`.
-const HEALTH_RETRY: Duration = Duration::from_millis(500);
 
 pub struct RunOptions {
     pub action: Action,
@@ -34,89 +30,6 @@ pub struct RunOptions {
     pub expect_ref: Option<(String, Option<Oid>)>,
 }
 
-/// What happened to one host.
-struct HostResult<'p> {
-    job: &'p HostJob,
-    /// Per attempted service: its outcome; services after a failure are
-    /// not attempted.
-    services: Vec<ServiceResult<'p>>,
-    duration: Duration,
-}
-
-struct ServiceResult<'p> {
-    job: &'p ServiceJob,
-    duration: Duration,
-    failure: Option<(String, String)>,
-}
-
-impl HostResult<'_> {
-    fn failed(&self) -> bool {
-        self.services.iter().any(|s| s.failure.is_some())
-    }
-}
-
-/// Builds the records of one run; only the per-record fields vary.
-struct Recorder<'a> {
-    run: String,
-    who: &'a str,
-    options: &'a [String],
-}
-
-impl Recorder<'_> {
-    fn record(&self, event: Event, action: Action, rev: &str, result: Outcome) -> Record {
-        Record {
-            run: self.run.clone(),
-            time: journal::now(),
-            event,
-            action,
-            rev: rev.to_string(),
-            group: None,
-            host: None,
-            service: None,
-            version: None,
-            from: None,
-            result,
-            who: self.who.to_string(),
-            options: self.options.to_vec(),
-            hosts: Vec::new(),
-            duration_ms: None,
-            error: None,
-        }
-    }
-
-    /// `from(host, service)`: the revision the host ran before this step.
-    fn host_records(
-        &self,
-        action: Action,
-        rev: &str,
-        r: &HostResult<'_>,
-        from: impl Fn(&str, &str) -> Option<String>,
-    ) -> Vec<Record> {
-        r.services
-            .iter()
-            .map(|s| Record {
-                from: from(&r.job.host, &s.job.service),
-                group: Some(r.job.group.clone()),
-                host: Some(r.job.host.clone()),
-                service: Some(s.job.service.clone()),
-                version: Some(s.job.version.clone()),
-                duration_ms: Some(s.duration.as_millis() as u64),
-                error: s.failure.as_ref().map(|(e, _)| e.clone()),
-                ..self.record(
-                    Event::Host,
-                    action,
-                    rev,
-                    if s.failure.is_some() {
-                        Outcome::Failed
-                    } else {
-                        Outcome::Ok
-                    },
-                )
-            })
-            .collect()
-    }
-}
-
 /// Deploys `plan` (files in `worktree`), holding the deploy lock throughout.
 pub fn run(
     repo: &Repository,
@@ -126,7 +39,6 @@ pub fn run(
     opts: &RunOptions,
     ui: &Ui,
 ) -> Result<()> {
-    let git_dir = repo.path();
     let config = &rev.config;
     let rev_short = &plan.rev[..10];
     let holder = format!(
@@ -137,112 +49,65 @@ pub fn run(
         journal::now(),
         std::process::id()
     );
-    let _lock = lock::acquire(git_dir, &holder, config.lock_wait, config.heartbeat, ui)?;
-    if let Some((name, expected)) = &opts.expect_ref {
-        let now = repo.refname_to_id(name).ok();
-        if now != *expected {
-            return Err(Failed(format!(
-                "{name} moved to {} while this push waited for the deploy lock, so git will refuse it; \
-                 nothing was deployed (fetch, rebase and push again)",
-                now.map_or("nothing".into(), short)
-            ))
-            .into());
-        }
-    }
+    let _lock = lock::acquire(repo.path(), &holder, config.lock_wait, config.heartbeat, ui)?;
+    refuse_if_moved(repo, &opts.expect_ref)?;
     // Read before this run writes, so "previous revision" means before it.
-    let history = journal::read(git_dir)?;
+    let history = journal::read(repo.path())?;
     let action = match opts.action {
         Action::Deploy if moves_back(repo, &history, plan) => Action::Rollback,
         other => other,
     };
-    let (verb, doing, done_verb) = match action {
-        Action::Rollback => ("rollback", "rolling back", "rolled back"),
-        _ => ("deploy", "deploying", "deployed"),
-    };
-    let before =
-        |host: &str, service: &str| history.last_good(host, service).map(|p| p.rev.clone());
-    let mut journal = Journal::open(git_dir)?;
-    let rec = Recorder {
-        run: format!("{}-{}", unix_secs(), std::process::id()),
-        who: &opts.who,
-        options: &opts.push_options,
-    };
+    let mut journal = Journal::open(repo.path())?;
+    let rec = Recorder::new(&opts.who, &opts.push_options);
     let mut start = rec.record(Event::Start, action, &plan.rev, Outcome::Started);
     start.hosts = plan
         .stages
         .iter()
-        .flat_map(|s| s.hosts.iter().map(|h| format!("{}/{}", h.group, h.host)))
+        .flat_map(|s| s.hosts.iter().map(group_host))
         .collect();
     journal.append(&[start])?;
 
     let total = plan.host_count();
+    let doing = if action == Action::Rollback {
+        "rolling back"
+    } else {
+        "deploying"
+    };
     ui.line(format_args!(
         "{doing} {rev_short} to {}: {total} host{}",
         opts.scope,
-        if total == 1 { "" } else { "s" }
+        plural(total)
     ));
     let started = Instant::now();
+    let mut rollout = Rollout {
+        plan,
+        worktree,
+        rec: &rec,
+        action,
+        history: &history,
+        journal,
+        ui,
+    };
+    let mut results = Vec::new();
+    let mut restored = Vec::new();
     let done = AtomicUsize::new(0);
-    let mut results: Vec<HostResult<'_>> = Vec::new();
-    // (host, what was put back where)
-    let mut restored: Vec<(String, String)> = Vec::new();
-
     let outcome = std::thread::scope(|s| -> Result<()> {
         let (stop_heartbeat, stop) = mpsc::channel::<()>();
         let done = &done;
         s.spawn(move || heartbeat(ui, config.heartbeat, stop, done, total));
-        let mut body = || -> Result<()> {
-            'stages: for stage in &plan.stages {
-                for batch in stage.hosts.chunks(stage.batch) {
-                    let mut record = rec.record(Event::Batch, action, &plan.rev, Outcome::Started);
-                    record.hosts = batch
-                        .iter()
-                        .map(|h| format!("{}/{}", h.group, h.host))
-                        .collect();
-                    journal.append(&[record])?;
-                    let (tx, rx) = mpsc::channel();
-                    for job in batch {
-                        let tx = tx.clone();
-                        let cwd = worktree.root();
-                        s.spawn(move || tx.send(run_host(job, cwd)));
-                    }
-                    drop(tx);
-                    // Group commit: whatever finished together is synced
-                    // once, then reported.
-                    while let Ok(first) = rx.recv() {
-                        let mut arrived = vec![first];
-                        arrived.extend(rx.try_iter());
-                        let records: Vec<Record> = arrived
-                            .iter()
-                            .flat_map(|r| rec.host_records(action, &plan.rev, r, before))
-                            .collect();
-                        journal.append(&records)?;
-                        for r in arrived {
-                            done.fetch_add(1, Ordering::Relaxed);
-                            show_host(ui, &r);
-                            results.push(r);
-                        }
-                    }
-                    if results.iter().any(HostResult::failed) {
-                        break 'stages;
-                    }
-                }
-            }
-            Ok(())
-        };
-        let outcome = body();
+        let outcome = rollout.batches(&mut results, done);
         if outcome.is_ok() && results.iter().any(HostResult::failed) {
             let to_restore: Vec<&HostResult<'_>> = match config.on_failure {
                 OnFailure::RestoreFailed => results.iter().filter(|r| r.failed()).collect(),
                 OnFailure::RestoreRun => results.iter().collect(),
             };
-            restored = restore(
+            restored = restore::restore(
                 repo,
                 &history,
                 &to_restore,
                 &plan.rev,
                 &rec,
-                &mut journal,
+                &mut rollout.journal,
                 ui,
             )?;
         }
@@ -255,7 +120,6 @@ pub fn run(
         .filter(|r| r.failed())
         .map(|r| r.job.host.as_str())
         .collect();
-    let not_started = total - results.len();
     let mut end = rec.record(
         Event::End,
         action,
@@ -267,126 +131,176 @@ pub fn run(
         },
     );
     end.duration_ms = Some(started.elapsed().as_millis() as u64);
-    if let Err(e) = &outcome {
-        end.error = Some(format!("{e:#}"));
-    } else if !failed.is_empty() {
-        end.error = Some(format!("failed on {}", failed.join(", ")));
-    }
-    journal.append(&[end])?;
+    end.error = match &outcome {
+        Err(e) => Some(format!("{e:#}")),
+        Ok(()) if !failed.is_empty() => Some(format!("failed on {}", failed.join(", "))),
+        Ok(()) => None,
+    };
+    rollout.journal.append(&[end])?;
     outcome?;
     if failed.is_empty() {
+        let done = if action == Action::Rollback {
+            "rolled back"
+        } else {
+            "deployed"
+        };
         ui.line(format_args!(
-            "{done_verb} {rev_short} to {} in {}: {total} ok",
+            "{done} {rev_short} to {} in {}: {total} ok",
             opts.scope,
             seconds(started.elapsed())
         ));
         return Ok(());
     }
-    let ok: Vec<&str> = results
-        .iter()
-        .filter(|r| !r.failed())
-        .map(|r| r.job.host.as_str())
-        .collect();
-    ui.line(format_args!(
-        "{verb} stopped after {}: {} ok, {} FAILED ({}), {not_started} not started",
-        seconds(started.elapsed()),
-        ok.len(),
-        failed.len(),
-        failed.join(", ")
-    ));
-    // Where things stand, so nobody has to reconstruct it mid-incident.
-    let unstarted = plan
-        .stages
-        .iter()
-        .flat_map(|s| &s.hosts)
-        .map(|h| h.host.as_str())
-        .filter(|h| !results.iter().any(|r| r.job.host == *h));
-    for (what, hosts) in [
-        (
-            format!("now on {rev_short}"),
-            names_capped(
-                ok.iter()
-                    .copied()
-                    .filter(|h| !restored.iter().any(|(r, _)| r == h)),
-            ),
-        ),
-        (
-            "restored".to_string(),
-            names_capped(restored.iter().map(|(_, what)| what.as_str())),
-        ),
-        (
-            "not started, unchanged".to_string(),
-            names_capped(unstarted),
-        ),
-    ] {
-        if !hosts.is_empty() {
-            ui.line(format_args!("  {what}: {hosts}"));
-        }
-    }
+    summarize_failure(ui, action, plan, &results, &restored, started.elapsed());
     Err(Failed(format!(
-        "{verb} of {rev_short} failed on {}",
+        "{action} of {rev_short} failed on {}",
         failed.join(", ")
     ))
     .into())
 }
 
-fn run_host<'p>(job: &'p HostJob, cwd: &Path) -> HostResult<'p> {
-    let started = Instant::now();
-    let mut services = Vec::new();
-    for s in &job.services {
-        let t = Instant::now();
-        let failure = run_service(s, cwd).err();
-        let stop = failure.is_some();
-        services.push(ServiceResult {
-            job: s,
-            duration: t.elapsed(),
-            failure,
-        });
-        if stop {
-            break;
-        }
-    }
-    HostResult {
-        job,
-        services,
-        duration: started.elapsed(),
-    }
+/// What a running rollout needs at hand.
+struct Rollout<'a, 'p> {
+    plan: &'p Plan,
+    worktree: &'a Worktree,
+    rec: &'a Recorder,
+    action: Action,
+    /// The journal before this run: what each host ran before it.
+    history: &'a History,
+    journal: Journal,
+    ui: &'a Ui,
 }
 
-/// Deploy, reload, then health, retried until `health_wait` has passed.
-/// The error is (what failed, the command's output).
-fn run_service(s: &ServiceJob, cwd: &Path) -> Result<(), (String, String)> {
-    for step in &s.steps {
-        let deadline = Instant::now() + s.health_wait;
-        loop {
-            match process::run(&step.argv, cwd, s.timeout) {
-                Ok(_) => break,
-                Err(f) if step.role == "health" && Instant::now() + HEALTH_RETRY < deadline => {
-                    let _ = f;
-                    std::thread::sleep(HEALTH_RETRY);
-                }
-                Err(f) => {
-                    return Err((
-                        format!("{} {}: {f}", s.service, step.role),
-                        f.output().to_string(),
-                    ));
+impl<'p> Rollout<'_, 'p> {
+    /// Every stage's batches in order, stopping after the first batch with
+    /// a failure; results arrive in `results` as hosts finish.
+    fn batches(&mut self, results: &mut Vec<HostResult<'p>>, done: &AtomicUsize) -> Result<()> {
+        let plan = self.plan;
+        for stage in &plan.stages {
+            for batch in stage.hosts.chunks(stage.batch) {
+                self.batch(batch, results, done)?;
+                if results.iter().any(HostResult::failed) {
+                    return Ok(());
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    fn batch(
+        &mut self,
+        batch: &'p [HostJob],
+        results: &mut Vec<HostResult<'p>>,
+        done: &AtomicUsize,
+    ) -> Result<()> {
+        let mut record =
+            self.rec
+                .record(Event::Batch, self.action, &self.plan.rev, Outcome::Started);
+        record.hosts = batch.iter().map(group_host).collect();
+        self.journal.append(&[record])?;
+        let before = |host: &str, service: &str| {
+            self.history.last_good(host, service).map(|p| p.rev.clone())
+        };
+        let cwd = self.worktree.root();
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel();
+            for job in batch {
+                let tx = tx.clone();
+                s.spawn(move || tx.send(host::run(job, cwd)));
+            }
+            drop(tx);
+            // Group commit: whatever finished together is synced once, then
+            // reported.
+            while let Ok(first) = rx.recv() {
+                let mut arrived = vec![first];
+                arrived.extend(rx.try_iter());
+                let records: Vec<_> = arrived
+                    .iter()
+                    .flat_map(|r| r.records(self.rec, self.action, &self.plan.rev, before))
+                    .collect();
+                self.journal.append(&records)?;
+                for r in arrived {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    r.show(self.ui);
+                    results.push(r);
+                }
+            }
+            Ok(())
+        })
+    }
 }
 
-fn show_host(ui: &Ui, r: &HostResult<'_>) {
-    match r.services.iter().find_map(|s| s.failure.as_ref()) {
-        None => ui.line(format_args!("[{}] ok {}", r.job.host, seconds(r.duration))),
-        Some((error, output)) => {
-            ui.line(format_args!(
-                "[{}] FAILED {}: {error}",
-                r.job.host,
-                seconds(r.duration)
-            ));
-            ui.output(output);
+/// Once the lock is held, a push's ref must still be where git will expect
+/// it; otherwise git refuses the update after the hook, and whatever was
+/// deployed would run a revision that is on no branch.
+fn refuse_if_moved(repo: &Repository, expect: &Option<(String, Option<Oid>)>) -> Result<()> {
+    let Some((name, expected)) = expect else {
+        return Ok(());
+    };
+    let now = repo.refname_to_id(name).ok();
+    if now == *expected {
+        return Ok(());
+    }
+    Err(Failed(format!(
+        "{name} moved to {} while this push waited for the deploy lock, so git will refuse it; \
+         nothing was deployed (fetch, rebase and push again)",
+        now.map_or("nothing".into(), crate::repo::short)
+    ))
+    .into())
+}
+
+/// Where things stand after a stopped rollout, so nobody has to reconstruct
+/// it from the journal mid-incident.
+fn summarize_failure(
+    ui: &Ui,
+    action: Action,
+    plan: &Plan,
+    results: &[HostResult<'_>],
+    restored: &[Restored],
+    took: Duration,
+) {
+    let rev_short = &plan.rev[..10];
+    let hosts_where = |pred: &dyn Fn(&HostResult<'_>) -> bool| -> Vec<&str> {
+        results
+            .iter()
+            .filter(|r| pred(r))
+            .map(|r| r.job.host.as_str())
+            .collect()
+    };
+    let failed = hosts_where(&|r| r.failed());
+    let ok = hosts_where(&|r| !r.failed());
+    let unstarted: Vec<&str> = plan
+        .stages
+        .iter()
+        .flat_map(|s| &s.hosts)
+        .map(|h| h.host.as_str())
+        .filter(|h| !results.iter().any(|r| r.job.host == *h))
+        .collect();
+    ui.line(format_args!(
+        "{action} stopped after {}: {} ok, {} FAILED ({}), {} not started",
+        seconds(took),
+        ok.len(),
+        failed.len(),
+        failed.join(", "),
+        unstarted.len()
+    ));
+    let still_new = ok
+        .iter()
+        .copied()
+        .filter(|h| !restored.iter().any(|r| r.host == *h));
+    for (what, hosts) in [
+        (format!("now on {rev_short}"), names_capped(still_new)),
+        (
+            "restored".to_string(),
+            names_capped(restored.iter().map(|r| r.what.as_str())),
+        ),
+        (
+            "not started, unchanged".to_string(),
+            names_capped(unstarted.into_iter()),
+        ),
+    ] {
+        if !hosts.is_empty() {
+            ui.line(format_args!("  {what}: {hosts}"));
         }
     }
 }
@@ -412,112 +326,6 @@ fn heartbeat(ui: &Ui, every: Duration, stop: mpsc::Receiver<()>, done: &AtomicUs
     }
 }
 
-/// Puts each host's attempted services back on the revision its journal
-/// last recorded as good before this run, with that revision's files,
-/// inventory and commands. Hosts with nothing to go back to are reported
-/// and left alone.
-fn restore(
-    repo: &Repository,
-    history: &History,
-    hosts: &[&HostResult<'_>],
-    failed_rev: &str,
-    rec: &Recorder<'_>,
-    journal: &mut Journal,
-    ui: &Ui,
-) -> Result<Vec<(String, String)>> {
-    // Group by target revision so each old revision is checked out once.
-    let mut by_rev: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
-    for r in hosts {
-        for s in &r.services {
-            let (host, service) = (r.job.host.as_str(), s.job.service.as_str());
-            match history.last_good(host, service) {
-                None => ui.line(format_args!(
-                    "[{host}] {service}: no earlier revision in the journal; left as it is"
-                )),
-                Some(prev) if prev.rev == failed_rev => ui.line(format_args!(
-                    "[{host}] {service}: was already on this revision; left as it is"
-                )),
-                Some(prev) => by_rev
-                    .entry(prev.rev.clone())
-                    .or_default()
-                    .push((host, service)),
-            }
-        }
-    }
-    let mut restored = Vec::new();
-    for (rev_id, pairs) in by_rev {
-        match restore_to(repo, &rev_id, failed_rev, &pairs, rec, journal, ui) {
-            Ok(done) => restored.extend(done),
-            Err(e) => {
-                let hosts: Vec<&str> = pairs.iter().map(|(h, _)| *h).collect();
-                ui.line(format_args!(
-                    "could not restore {} to {}: {e:#}",
-                    hosts.join(", "),
-                    short_str(&rev_id)
-                ));
-            }
-        }
-    }
-    Ok(restored)
-}
-
-fn restore_to(
-    repo: &Repository,
-    rev_id: &str,
-    failed_rev: &str,
-    pairs: &[(&str, &str)],
-    rec: &Recorder<'_>,
-    journal: &mut Journal,
-    ui: &Ui,
-) -> Result<Vec<(String, String)>> {
-    let oid = Oid::from_str(rev_id)
-        .with_context(|| format!("journal names an invalid revision {rev_id:?}"))?;
-    let commit = repo
-        .find_commit(oid)
-        .with_context(|| format!("revision {rev_id} is no longer in the repository"))?;
-    let old = Revision::load(Snapshot::of_commit(repo, commit)?)?;
-    let mut paths = Vec::new();
-    let mut groups = Vec::new();
-    for (host, _) in pairs {
-        let group = old
-            .config
-            .group_of_host(host)
-            .with_context(|| format!("host {host} is not in the inventory at {}", short(oid)))?;
-        paths.extend(old.group_dirs(group)?.into_iter().map(|d| d.path));
-        groups.push(group);
-    }
-    let worktree = Worktree::create(&old.snapshot, &paths)?;
-    let mut restored = Vec::new();
-    for ((host, service), group) in pairs.iter().zip(groups) {
-        let job = plan::host_job(&old, &worktree, group, host, Some(service))?;
-        let result = run_host(&job, worktree.root());
-        journal.append(&rec.host_records(Action::Restore, rev_id, &result, |_, _| {
-            Some(failed_rev.to_string())
-        }))?;
-        match result.services.iter().find_map(|s| s.failure.as_ref()) {
-            None => {
-                ui.line(format_args!(
-                    "[{host}] restored {service} to {} {}",
-                    short(oid),
-                    seconds(result.duration)
-                ));
-                restored.push((
-                    host.to_string(),
-                    format!("{host} {service} (to {})", short(oid)),
-                ));
-            }
-            Some((error, output)) => {
-                ui.line(format_args!(
-                    "[{host}] restore of {service} to {} FAILED: {error}",
-                    short(oid)
-                ));
-                ui.output(output);
-            }
-        }
-    }
-    Ok(restored)
-}
-
 /// Whether this deploy takes a host back: some host in the plan runs a
 /// revision that descends from the one being deployed. Such a run is a
 /// rollback (`git push -f origin OLD:refs/deploy/NAME`, `deploy --rev OLD`)
@@ -537,6 +345,14 @@ fn moves_back(repo: &Repository, history: &History, plan: &Plan) -> bool {
     })
 }
 
+fn group_host(job: &HostJob) -> String {
+    format!("{}/{}", job.group, job.host)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// At most 20 names, then how many more: a 1,000-host line helps nobody.
 fn names_capped<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let all: Vec<&str> = names.collect();
@@ -545,10 +361,4 @@ fn names_capped<'a>(names: impl Iterator<Item = &'a str>) -> String {
         text.push_str(&format!(" and {} more", all.len() - 20));
     }
     text
-}
-
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

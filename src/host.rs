@@ -1,0 +1,131 @@
+//! One host's part of a rollout: for each of its services, deploy, reload,
+//! then health (retried within `health_wait`), stopping at the first failure.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::journal::{Action, Event, Outcome, Record, Recorder};
+use crate::plan::{HostJob, ServiceJob};
+use crate::process;
+use crate::report::{Ui, seconds};
+
+/// How often a failing health check is retried within `health_wait`.
+const HEALTH_RETRY: Duration = Duration::from_millis(500);
+
+pub struct HostResult<'p> {
+    pub job: &'p HostJob,
+    /// One per attempted service; services after a failure are not attempted.
+    pub services: Vec<ServiceResult<'p>>,
+    pub duration: Duration,
+}
+
+pub struct ServiceResult<'p> {
+    pub job: &'p ServiceJob,
+    pub duration: Duration,
+    /// What failed, and the failing command's output.
+    pub failure: Option<(String, String)>,
+}
+
+pub fn run<'p>(job: &'p HostJob, cwd: &Path) -> HostResult<'p> {
+    let started = Instant::now();
+    let mut services = Vec::new();
+    for s in &job.services {
+        let t = Instant::now();
+        let failure = run_service(s, cwd).err();
+        let stop = failure.is_some();
+        services.push(ServiceResult {
+            job: s,
+            duration: t.elapsed(),
+            failure,
+        });
+        if stop {
+            break;
+        }
+    }
+    HostResult {
+        job,
+        services,
+        duration: started.elapsed(),
+    }
+}
+
+fn run_service(s: &ServiceJob, cwd: &Path) -> Result<(), (String, String)> {
+    for step in &s.steps {
+        let deadline = Instant::now() + s.health_wait;
+        loop {
+            match process::run(&step.argv, cwd, s.timeout) {
+                Ok(_) => break,
+                Err(_) if step.role == "health" && Instant::now() + HEALTH_RETRY < deadline => {
+                    std::thread::sleep(HEALTH_RETRY);
+                }
+                Err(f) => {
+                    return Err((
+                        format!("{} {}: {f}", s.service, step.role),
+                        f.output().to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl HostResult<'_> {
+    pub fn failure(&self) -> Option<&(String, String)> {
+        self.services.iter().find_map(|s| s.failure.as_ref())
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failure().is_some()
+    }
+
+    /// `[server04] ok 0.40s`, or the failure and the command's output.
+    pub fn show(&self, ui: &Ui) {
+        match self.failure() {
+            None => ui.line(format_args!(
+                "[{}] ok {}",
+                self.job.host,
+                seconds(self.duration)
+            )),
+            Some((error, output)) => {
+                ui.line(format_args!(
+                    "[{}] FAILED {}: {error}",
+                    self.job.host,
+                    seconds(self.duration)
+                ));
+                ui.output(output);
+            }
+        }
+    }
+
+    /// One journal record per attempted service; `from(host, service)` is
+    /// the revision the host ran before this step.
+    pub fn records(
+        &self,
+        rec: &Recorder,
+        action: Action,
+        rev: &str,
+        from: impl Fn(&str, &str) -> Option<String>,
+    ) -> Vec<Record> {
+        self.services
+            .iter()
+            .map(|s| {
+                let result = if s.failure.is_some() {
+                    Outcome::Failed
+                } else {
+                    Outcome::Ok
+                };
+                Record {
+                    from: from(&self.job.host, &s.job.service),
+                    group: Some(self.job.group.clone()),
+                    host: Some(self.job.host.clone()),
+                    service: Some(s.job.service.clone()),
+                    version: Some(s.job.version.clone()),
+                    duration_ms: Some(s.duration.as_millis() as u64),
+                    error: s.failure.as_ref().map(|(e, _)| e.clone()),
+                    ..rec.record(Event::Host, action, rev, result)
+                }
+            })
+            .collect()
+    }
+}
