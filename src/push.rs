@@ -178,7 +178,7 @@ fn prepare_ref<'r>(
         .and_then(|s| Revision::load(s).ok());
     let opts = DeployOptions {
         push_options: request.options.clone(),
-        also_check: rev.changed_since(base.as_ref()),
+        also_check: rev.changed_since(base.as_ref())?,
         deploy: !request.validate_only,
         expect_ref: Some((u.refname.clone(), u.old)),
         // rollout decides from the journal whether this takes hosts back.

@@ -5,6 +5,7 @@
 //! refuses ref updates, but git2 would not, and a ref to a quarantined object
 //! corrupts the repository once the push is rejected.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -155,13 +156,32 @@ impl<'r> Snapshot<'r> {
         }
     }
 
-    /// The git tree id of a directory: equal ids mean equal content, which
-    /// is how a push finds what it changed without reading any file.
-    pub fn tree_id(&self, path: &str) -> Option<Oid> {
-        match self {
-            Snapshot::Commit { tree, .. } => tree.get_path(Path::new(path)).ok().map(|e| e.id()),
-            Snapshot::Workdir { .. } => None,
+    /// The files that differ from `base` (both sides' paths), when both are
+    /// commits; `None` for a working tree. git's tree diff skips every
+    /// subtree whose id is unchanged, so the cost follows the change, not
+    /// the size of the repository.
+    pub fn changed_paths(&self, base: &Snapshot<'_>) -> Result<Option<HashSet<String>>> {
+        let (
+            Snapshot::Commit { repo, tree, .. },
+            Snapshot::Commit {
+                tree: base_tree, ..
+            },
+        ) = (self, base)
+        else {
+            return Ok(None);
+        };
+        let diff = repo
+            .diff_tree_to_tree(Some(base_tree), Some(tree), None)
+            .context("cannot compare the pushed tree with the previous one")?;
+        let mut paths = HashSet::new();
+        for delta in diff.deltas() {
+            for file in [delta.old_file(), delta.new_file()] {
+                if let Some(p) = file.path().and_then(Path::to_str) {
+                    paths.insert(p.to_string());
+                }
+            }
         }
+        Ok(Some(paths))
     }
 
     /// Writes the directory `path` (files, modes, symlinks verbatim) under

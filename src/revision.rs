@@ -1,7 +1,7 @@
 //! A revision as rollgate sees it: its `rollgate.toml`, the versioned config
 //! directories in its tree, and which of them changed since a base.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{Context, Result, bail};
 
@@ -125,22 +125,34 @@ impl<'r> Revision<'r> {
     /// The directories whose content differs from `base`; all of them when
     /// there is no base or `rollgate.toml` itself changed, since then any
     /// command or inventory may have changed.
-    pub fn changed_since(&self, base: Option<&Revision<'_>>) -> Vec<ConfigDir> {
+    pub fn changed_since(&self, base: Option<&Revision<'_>>) -> Result<Vec<ConfigDir>> {
         let Some(base) = base else {
-            return self.dirs.clone();
+            return Ok(self.dirs.clone());
         };
-        let same = |path: &str| match (self.snapshot.tree_id(path), base.snapshot.tree_id(path)) {
-            (Some(a), Some(b)) => a == b,
-            _ => false,
+        // A working tree has no tree ids to compare: all of it counts.
+        let Some(paths) = self.snapshot.changed_paths(&base.snapshot)? else {
+            return Ok(self.dirs.clone());
         };
-        if !same(config::FILE_NAME) {
-            return self.dirs.clone();
+        if paths.contains(config::FILE_NAME) {
+            return Ok(self.dirs.clone());
         }
-        self.dirs
+        let dir_paths: HashSet<&str> = self.dirs.iter().map(|d| d.path.as_str()).collect();
+        let mut changed: HashSet<&str> = HashSet::new();
+        for path in &paths {
+            let mut at = path.as_str();
+            while let Some((parent, _)) = at.rsplit_once('/') {
+                if dir_paths.contains(parent) {
+                    changed.insert(parent);
+                }
+                at = parent;
+            }
+        }
+        Ok(self
+            .dirs
             .iter()
-            .filter(|d| !same(&d.path))
+            .filter(|d| changed.contains(d.path.as_str()))
             .cloned()
-            .collect()
+            .collect())
     }
 }
 

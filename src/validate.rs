@@ -71,7 +71,7 @@ pub fn validate(repo: &Repository, opts: &ValidateOptions, ui: &Ui) -> Result<()
     let rev = Revision::load(snapshot)?;
     // A working tree has no tree ids to compare, so it is checked whole.
     let base = if opts.all { None } else { upstream(repo) };
-    let to_check = rev.changed_since(base.as_ref().map(|(_, r)| r));
+    let to_check = rev.changed_since(base.as_ref().map(|(_, r)| r))?;
     let since = match &base {
         Some((name, _)) if opts.rev.is_some() => format!(" (changed since {name})"),
         _ => String::new(),
