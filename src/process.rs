@@ -81,7 +81,17 @@ impl std::error::Error for Failure {}
 pub fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Finished, Failure> {
     let started = Instant::now();
     let program = argv[0].clone();
-    let mut expr = duct::cmd(&argv[0], &argv[1..])
+    // duct replaces the child's whole environment, and with that std only
+    // takes its cheap posix_spawn path for a program given as a path: a bare
+    // name would fork a copy of this (multi-threaded) process per command,
+    // which dominates a large fan-out. A name not on PATH is left as it is,
+    // so spawning it fails as "not found"; a path (relative to `cwd`) is
+    // left alone too.
+    let path = match program.contains('/') {
+        true => program.clone().into(),
+        false => which::which(&program).unwrap_or_else(|_| program.clone().into()),
+    };
+    let mut expr = duct::cmd(path, &argv[1..])
         .dir(cwd)
         .stdin_null()
         .stderr_to_stdout()
