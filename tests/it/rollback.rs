@@ -11,12 +11,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::fleet::{Entry, Tree};
 use crate::support::{Env, Outcome, SSHD_92, SSHD_96, path_str};
 
 /// A file r3 adds beside the canary's `sshd_config` (a rollback must
@@ -478,56 +478,6 @@ fn show_files(files: &BTreeMap<String, Vec<u8>>) -> String {
         .map(|(p, b)| format!("[{p}]\n{}", String::from_utf8_lossy(b)))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// A directory tree as it is on disk: every entry with its content and
-/// mtime, so "untouched" means byte for byte and unwritten.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Tree(BTreeMap<String, Entry>);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Entry {
-    Dir,
-    File { bytes: Vec<u8>, mtime_ns: i128 },
-    Link(PathBuf),
-}
-
-impl Tree {
-    fn of(dir: &Path) -> Tree {
-        let mut map = BTreeMap::new();
-        walk(dir, dir, &mut map);
-        Tree(map)
-    }
-}
-
-fn walk(base: &Path, dir: &Path, map: &mut BTreeMap<String, Entry>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let rel = path
-            .strip_prefix(base)
-            .expect("below base")
-            .display()
-            .to_string();
-        let meta = fs::symlink_metadata(&path).expect("stat an entry");
-        if meta.file_type().is_symlink() {
-            map.insert(rel, Entry::Link(fs::read_link(&path).expect("readlink")));
-        } else if meta.is_dir() {
-            map.insert(rel, Entry::Dir);
-            walk(base, &path, map);
-        } else {
-            map.insert(
-                rel,
-                Entry::File {
-                    bytes: fs::read(&path).expect("read a file"),
-                    mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
-                        + i128::from(meta.mtime_nsec()),
-                },
-            );
-        }
-    }
 }
 
 /// The `error: ...` line the CLI ended with; there must be one.
