@@ -21,7 +21,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::support::{DEADLINE, Env, Outcome, SSHD_92, SSHD_96, path_str};
+use crate::support::{DEADLINE, Env, Outcome, SSHD_92, SSHD_96, argv, path_str, q};
 
 pub const MAIN: &str = "refs/heads/main";
 
@@ -96,21 +96,10 @@ impl Spec {
             t.push('\n');
         }
         t += "\n[services.sshd]\nsource = \"files/sshd/{version}\"\n";
-        let host_key = format!("HostKey={}", env.host_key().display());
-        t += &format!(
-            "check = {}\n",
-            argv(&[
-                "/usr/sbin/sshd",
-                "-t",
-                "-f",
-                "{dir}/sshd_config",
-                "-o",
-                &host_key
-            ])
-        );
-        t += &format!("deploy = {}\n", argv_owned(&self.deploy));
+        t += &format!("check = {}\n", env.sshd_check());
+        t += &format!("deploy = {}\n", argv(&self.deploy));
         if let Some(h) = &self.health {
-            t += &format!("health = {}\n", argv_owned(h));
+            t += &format!("health = {}\n", argv(h));
         }
         for line in &self.service {
             t += line;
@@ -141,25 +130,6 @@ impl Spec {
         }
         t
     }
-}
-
-/// A TOML basic string (a JSON string is one).
-pub fn q(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
-}
-
-pub fn argv(items: &[&str]) -> String {
-    format!(
-        "[{}]",
-        items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
-    )
-}
-
-fn argv_owned(items: &[String]) -> String {
-    format!(
-        "[{}]",
-        items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
-    )
 }
 
 /// `sh -c SCRIPT`, the argv a test deploy command is.

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::fleet::{Entry, Tree};
-use crate::support::{Env, Outcome, SSHD_92, SSHD_96, path_str};
+use crate::support::{Env, Outcome, SSHD_92, SSHD_96, argv, path_str, q};
 
 /// A file r3 adds beside the canary's `sshd_config` (a rollback must
 /// remove it from the host).
@@ -52,18 +52,6 @@ const RSYNC: &[&str] = &[
 /// Commit ids as rollgate quotes them.
 fn short(id: &str) -> &str {
     &id[..10]
-}
-
-/// A TOML basic string (a JSON string is one).
-fn q(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
-}
-
-fn argv(items: &[&str]) -> String {
-    format!(
-        "[{}]",
-        items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
-    )
 }
 
 /// One test's world: the `Env` and the directory every host lives under.
@@ -106,22 +94,11 @@ impl World {
 
     /// [`World::toml`] with another deploy command.
     fn toml_deploying(&self, groups: &[(&str, &[&str], &str)], deploy: &[&str]) -> String {
-        let host_key = format!("HostKey={}", self.env.host_key().display());
         let mut t = String::from("branch = \"main\"\ndefault_group = \"canary\"\n");
         t += &self.top;
         t += "\n";
         t += "[services.sshd]\nsource = \"files/sshd/{version}\"\n";
-        t += &format!(
-            "check = {}\n",
-            argv(&[
-                "/usr/sbin/sshd",
-                "-t",
-                "-f",
-                "{dir}/sshd_config",
-                "-o",
-                &host_key
-            ])
-        );
+        t += &format!("check = {}\n", self.env.sshd_check());
         t += &format!("deploy = {}\n", argv(deploy));
         t += "timeout = \"60s\"\n";
         t += &self.service;

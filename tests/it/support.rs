@@ -765,3 +765,35 @@ const NGINX_MIME_TYPES: &str = "types {
     application/json json;
 }
 ";
+
+/// A TOML basic string (a JSON string is one).
+pub fn q(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+/// A TOML array of strings: an argv as rollgate.toml writes it.
+pub fn argv<S: AsRef<str>>(items: &[S]) -> String {
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|s| q(s.as_ref()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+impl Env {
+    /// The argv of a real `sshd -t` check with this test's throwaway host key.
+    pub fn sshd_check(&self) -> String {
+        let host_key = format!("HostKey={}", self.host_key().display());
+        argv(&[
+            "/usr/sbin/sshd",
+            "-t",
+            "-f",
+            "{dir}/sshd_config",
+            "-o",
+            &host_key,
+        ])
+    }
+}
