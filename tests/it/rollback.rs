@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::fleet::{Entry, Tree};
+use crate::fleet::{Entry, Run, Tree, runs_of};
 use crate::support::{Env, Outcome, SSHD_92, SSHD_96, argv, path_str, q};
 
 /// A file r3 adds beside the canary's `sshd_config` (a rollback must
@@ -336,44 +336,16 @@ impl World {
     /// The journal's runs, oldest first.
     fn runs(&self) -> Vec<Run> {
         let text = String::from_utf8(self.journal_bytes()).expect("the journal is UTF-8");
-        let mut runs: Vec<Run> = Vec::new();
-        for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-            let r: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("journal line {} is not JSON ({e}): {line}", i + 1));
-            let id = r["run"].as_str().expect("a run id").to_string();
-            match r["event"].as_str() {
-                Some("start") => runs.push(Run {
-                    id,
-                    start: r,
-                    steps: Vec::new(),
-                    end: None,
-                }),
-                Some("host") => runs
-                    .iter_mut()
-                    .rev()
-                    .find(|x| x.id == id)
-                    .unwrap_or_else(|| panic!("host record of a run that never started: {r}"))
-                    .steps
-                    .push(r),
-                Some("end") => {
-                    let run = runs
-                        .iter_mut()
-                        .rev()
-                        .find(|x| x.id == id)
-                        .unwrap_or_else(|| panic!("end of a run that never started: {r}"));
-                    assert!(run.end.is_none(), "a run ended twice: {r}");
-                    run.end = Some(r);
-                }
-                // A batch record names the hosts about to start; it must
-                // belong to a run that started.
-                Some("batch") => assert!(
-                    runs.iter().any(|x| x.id == id),
-                    "batch record of a run that never started: {r}"
-                ),
-                other => panic!("unknown journal event {other:?}: {r}"),
-            }
-        }
-        runs
+        let records: Vec<Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("journal line {} is not JSON ({e}): {line}", i + 1))
+            })
+            .collect();
+        runs_of(&records)
     }
 
     fn last_run(&self) -> Run {
@@ -400,15 +372,6 @@ impl World {
     }
 }
 
-/// One run of the journal: its start record, host records and end record.
-#[derive(Debug)]
-struct Run {
-    id: String,
-    start: Value,
-    steps: Vec<Value>,
-    end: Option<Value>,
-}
-
 impl Run {
     /// Every record's action is `action`, the run ended ok, on `rev`.
     #[track_caller]
@@ -426,27 +389,6 @@ impl Run {
             assert_eq!(s["result"], "ok", "{s:#}");
         }
     }
-
-    fn planned(&self) -> Vec<String> {
-        strings(&self.start["hosts"])
-    }
-
-    fn hosts(&self) -> Vec<String> {
-        self.steps
-            .iter()
-            .map(|s| s["host"].as_str().unwrap_or("?").to_string())
-            .collect()
-    }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x.as_str().unwrap_or("?").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn show_files(files: &BTreeMap<String, Vec<u8>>) -> String {
