@@ -108,14 +108,7 @@ pub fn prepare_targets<'r>(
         }
     }
     let to_check = validate::union(std::mem::take(&mut opts.also_check), &deployed);
-    ui.line(format_args!(
-        "rollgate: {}: checking {} of {} config director{}",
-        rev.snapshot.describe(),
-        to_check.len(),
-        rev.dirs.len(),
-        if rev.dirs.len() == 1 { "y" } else { "ies" }
-    ));
-    let worktree = validate::gate(&rev, &to_check, &deployed, ui)?;
+    let worktree = validate::gate(&rev, &to_check, &deployed, "", ui)?;
     let plan = if opts.deploy {
         Some(plan::build(&rev, &worktree, &targets)?)
     } else {

@@ -13,12 +13,21 @@ use crate::worktree::Worktree;
 
 /// Checks `to_check` and writes `also_needed` (what a deploy will copy) into
 /// the same work tree. A failed check is a `Failed` error: nothing deploys.
+/// `since` qualifies the header, e.g. ` (changed since origin/main)`.
 pub fn gate(
     rev: &Revision<'_>,
     to_check: &[ConfigDir],
     also_needed: &[ConfigDir],
+    since: &str,
     ui: &Ui,
 ) -> Result<Worktree> {
+    ui.line(format_args!(
+        "rollgate: {}: checking {} of {} config director{}{since}",
+        rev.snapshot.describe(),
+        to_check.len(),
+        rev.dirs.len(),
+        if rev.dirs.len() == 1 { "y" } else { "ies" },
+    ));
     let paths: Vec<String> = to_check
         .iter()
         .chain(also_needed)
@@ -76,14 +85,7 @@ pub fn validate(repo: &Repository, opts: &ValidateOptions, ui: &Ui) -> Result<()
         Some((name, _)) if opts.rev.is_some() => format!(" (changed since {name})"),
         _ => String::new(),
     };
-    ui.line(format_args!(
-        "rollgate: {}: checking {} of {} config director{}{since}",
-        rev.snapshot.describe(),
-        to_check.len(),
-        rev.dirs.len(),
-        if rev.dirs.len() == 1 { "y" } else { "ies" },
-    ));
-    gate(&rev, &to_check, &[], ui).map(drop)
+    gate(&rev, &to_check, &[], &since, ui).map(drop)
 }
 
 /// The current branch's upstream, which is what a push will be compared to.
