@@ -6,7 +6,7 @@
 use std::fmt;
 
 #[derive(Debug)]
-pub struct Failed(pub String);
+pub(crate) struct Failed(pub String);
 
 impl fmt::Display for Failed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -16,7 +16,7 @@ impl fmt::Display for Failed {
 
 impl std::error::Error for Failed {}
 
-pub fn exit_code(err: &anyhow::Error) -> u8 {
+pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
     if err.chain().any(|e| e.is::<Failed>()) {
         1
     } else {

@@ -1,28 +1,20 @@
 //! rollgate: `git push` as a guarded deploy of infrastructure configuration.
 //!
-//! See ARCHITECTURE.md for how a push flows through these modules.
+//! The folders follow a push through the program (ARCHITECTURE.md draws it):
+//! `hook` reads what git hands over, `source` reads revisions out of git,
+//! `config` understands `rollgate.toml`, `gate` runs the checkers,
+//! `rollout` puts a revision on hosts, `record` keeps the journal and the
+//! lock. `cmd` is the command line, a thin layer over all of them.
 
-pub mod check;
-pub mod config;
-pub mod deploy;
-pub mod error;
-pub mod host;
-pub mod install;
-pub mod journal;
-pub mod lock;
-pub mod plan;
-pub mod preview;
-pub mod process;
-pub mod push;
-pub mod receive;
-pub mod repo;
-pub mod report;
-pub mod restore;
-pub mod revision;
-pub mod rollback;
-pub mod rollout;
-pub mod scope;
-pub mod status;
-pub mod template;
-pub mod validate;
-pub mod worktree;
+mod cmd;
+mod config;
+mod error;
+mod gate;
+mod hook;
+mod process;
+mod record;
+mod rollout;
+mod source;
+mod ui;
+
+pub use cmd::main;

@@ -1,11 +1,5 @@
-//! Argument parsing only; every command lives in `cmd/` over the library.
+//! The binary: everything, argument parsing included, is in the library.
 
-mod cmd;
-
-use std::process::ExitCode;
-
-use clap::Parser;
-
-fn main() -> ExitCode {
-    cmd::run(cmd::Cli::parse())
+fn main() -> std::process::ExitCode {
+    rollgate::main()
 }

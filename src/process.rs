@@ -6,22 +6,21 @@ use std::fmt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 /// A command that ran to a zero exit.
 #[derive(Debug)]
-pub struct Finished {
-    pub output: String,
-    pub duration: Duration,
+pub(crate) struct Finished {
+    pub(crate) output: String,
 }
 
 /// Why a command did not succeed. "Could not start" is kept apart from "ran
 /// and failed" because the fixes differ (install it vs. fix the config).
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     NotStarted {
         program: String,
         error: std::io::Error,
@@ -30,7 +29,6 @@ pub enum Failure {
         program: String,
         status: String,
         output: String,
-        duration: Duration,
     },
     TimedOut {
         program: String,
@@ -41,7 +39,7 @@ pub enum Failure {
 
 impl Failure {
     /// What the command printed before it failed, if it ran.
-    pub fn output(&self) -> &str {
+    pub(crate) fn output(&self) -> &str {
         match self {
             Failure::NotStarted { .. } => "",
             Failure::Exited { output, .. } | Failure::TimedOut { output, .. } => output,
@@ -78,8 +76,7 @@ impl fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 /// Runs `argv` in `cwd`, waiting at most `timeout`.
-pub fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Finished, Failure> {
-    let started = Instant::now();
+pub(crate) fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Finished, Failure> {
     let program = argv[0].clone();
     // duct replaces the child's whole environment, and with that std only
     // takes its cheap posix_spawn path for a program given as a path: a bare
@@ -124,7 +121,6 @@ pub fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Finished, F
         Err(error) => return Err(Failure::NotStarted { program, error }),
     };
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let duration = started.elapsed();
     if timed_out {
         return Err(Failure::TimedOut {
             program,
@@ -133,16 +129,12 @@ pub fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Finished, F
         });
     }
     if output.status.success() {
-        Ok(Finished {
-            output: text,
-            duration,
-        })
+        Ok(Finished { output: text })
     } else {
         Err(Failure::Exited {
             program,
             status: describe_status(output.status),
             output: text,
-            duration,
         })
     }
 }
@@ -169,6 +161,7 @@ fn git_env_names() -> &'static [String] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn argv(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()

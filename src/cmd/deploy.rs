@@ -1,17 +1,17 @@
+use crate::record::journal::Action;
+use crate::rollout::deploy::{self, DeployOptions};
+use crate::source::repo::{self, Snapshot};
+use crate::source::revision::Revision;
+use crate::ui::Ui;
 use anyhow::Result;
 use clap::Args;
-use rollgate::deploy::{self, DeployOptions};
-use rollgate::journal::Action;
-use rollgate::repo::{self, Snapshot};
-use rollgate::report::Ui;
-use rollgate::revision::Revision;
 
 use super::RepoArg;
 use super::scope_args::ScopeArgs;
 
 /// Validate a revision and deploy it to one group (or host, or --all)
 #[derive(Args)]
-pub struct DeployArgs {
+pub(crate) struct DeployArgs {
     /// A commit id, tag, branch or expression such as main~3
     #[arg(long, value_name = "REV")]
     rev: String,
@@ -24,7 +24,7 @@ pub struct DeployArgs {
     repo: RepoArg,
 }
 
-pub fn run(args: DeployArgs, ui: &Ui) -> Result<()> {
+pub(crate) fn run(args: DeployArgs, ui: &Ui) -> Result<()> {
     let repo = repo::open(args.repo.repo.as_deref())?;
     let commit = repo::resolve(&repo, &args.rev)?;
     let rev = Revision::load(Snapshot::of_commit(&repo, commit)?)?;

@@ -1,14 +1,18 @@
 use std::io::Read;
 
+use crate::hook::input;
+use crate::hook::install;
+use crate::hook::refs;
+use crate::rollout::scope;
+use crate::source::repo;
+use crate::ui::Ui;
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use rollgate::report::Ui;
-use rollgate::{install, push, receive, repo, scope};
 
 use super::RepoArg;
 
 #[derive(Subcommand)]
-pub enum HookCommand {
+pub(crate) enum HookCommand {
     /// Write hooks/pre-receive and turn on receive.advertisePushOptions
     Install {
         #[command(flatten)]
@@ -29,7 +33,7 @@ pub enum HookCommand {
     },
 }
 
-pub fn run(command: HookCommand, ui: &Ui) -> Result<()> {
+pub(crate) fn run(command: HookCommand, ui: &Ui) -> Result<()> {
     match command {
         HookCommand::Install { repo: r, force } => {
             let repo = repo::open(r.repo.as_deref())?;
@@ -72,10 +76,10 @@ pub fn run(command: HookCommand, ui: &Ui) -> Result<()> {
             std::io::stdin()
                 .read_to_string(&mut input)
                 .context("cannot read the hook's input")?;
-            let updates = receive::parse_updates(&input)?;
-            let request = scope::parse_push_options(&receive::push_options_from_env()?)?;
+            let updates = input::parse_updates(&input)?;
+            let request = scope::parse_push_options(&input::push_options_from_env()?)?;
             let repo = repo::open(r.repo.as_deref())?;
-            push::pre_receive(&repo, &updates, &request, ui)
+            refs::pre_receive(&repo, &updates, &request, ui)
         }
     }
 }

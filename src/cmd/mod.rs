@@ -12,15 +12,15 @@ mod validate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::error;
+use crate::ui::Ui;
 use clap::{Args, Parser, Subcommand};
-use rollgate::error;
-use rollgate::report::Ui;
 
 /// Validate pushed infrastructure config with each service's own checker and
 /// deploy it to one host group at a time.
 #[derive(Parser)]
 #[command(name = "rollgate", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -40,13 +40,16 @@ enum Command {
 
 /// `--repo`, which every command takes.
 #[derive(Args, Clone)]
-pub struct RepoArg {
+pub(crate) struct RepoArg {
     /// The repository (bare or not); default: the one the current directory is in
     #[arg(long, value_name = "PATH", global = true)]
     repo: Option<PathBuf>,
 }
 
-pub fn run(cli: Cli) -> ExitCode {
+/// Parses the command line, runs the command, and turns its error into
+/// the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
     let ui = Ui::default();
     let result = match cli.command {
         Command::Hook(c) => hook::run(c, &ui),

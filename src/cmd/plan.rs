@@ -1,15 +1,16 @@
+use crate::rollout::changes;
+use crate::source::repo::{self, Snapshot};
+use crate::source::revision::Revision;
+use crate::ui::Ui;
 use anyhow::Result;
 use clap::Args;
-use rollgate::repo::{self, Snapshot};
-use rollgate::revision::Revision;
-use rollgate::{preview, report::Ui};
 
 use super::RepoArg;
 use super::scope_args::ScopeArgs;
 
 /// Show, per host, what deploying REV would change, as a diff
 #[derive(Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     #[arg(long, value_name = "REV")]
     rev: String,
     #[command(flatten)]
@@ -18,12 +19,12 @@ pub struct PlanArgs {
     repo: RepoArg,
 }
 
-pub fn run(args: PlanArgs, _ui: &Ui) -> Result<()> {
+pub(crate) fn run(args: PlanArgs, _ui: &Ui) -> Result<()> {
     let repo = repo::open(args.repo.repo.as_deref())?;
     let rev = Revision::load(Snapshot::of_commit(
         &repo,
         repo::resolve(&repo, &args.rev)?,
     )?)?;
     let targets = args.scope.scope().resolve(&rev.config)?;
-    preview::show(&repo, &rev, &targets, &mut std::io::stdout().lock())
+    changes::show(&repo, &rev, &targets, &mut std::io::stdout().lock())
 }

@@ -1,14 +1,14 @@
+use crate::rollout::rollback::{self, RollbackOptions};
+use crate::ui::Ui;
 use anyhow::Result;
 use clap::Args;
-use rollgate::report::Ui;
-use rollgate::rollback::{self, RollbackOptions};
 
 use super::RepoArg;
 use super::scope_args::ScopeArgs;
 
 /// Deploy an earlier revision exactly as it was, without touching the branch
 #[derive(Args)]
-pub struct RollbackArgs {
+pub(crate) struct RollbackArgs {
     /// The revision to go back to (commit id, tag, main~3); default: the one
     /// each host had before its current one, from the journal
     #[arg(long, value_name = "REV")]
@@ -22,8 +22,8 @@ pub struct RollbackArgs {
     repo: RepoArg,
 }
 
-pub fn run(args: RollbackArgs, ui: &Ui) -> Result<()> {
-    let repo = rollgate::repo::open(args.repo.repo.as_deref())?;
+pub(crate) fn run(args: RollbackArgs, ui: &Ui) -> Result<()> {
+    let repo = crate::source::repo::open(args.repo.repo.as_deref())?;
     let opts = RollbackOptions {
         to: args.to,
         scope: args.scope.scope(),

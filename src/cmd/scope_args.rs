@@ -1,11 +1,11 @@
+use crate::rollout::scope::Scope;
 use clap::Args;
-use rollgate::scope::Scope;
 
 /// Which hosts: one group, one host, or every group. Without any of them,
 /// the config's `default_group`.
 #[derive(Args)]
 #[group(multiple = false)]
-pub struct ScopeArgs {
+pub(crate) struct ScopeArgs {
     /// Only this group
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
@@ -18,7 +18,7 @@ pub struct ScopeArgs {
 }
 
 impl ScopeArgs {
-    pub fn scope(&self) -> Scope {
+    pub(crate) fn scope(&self) -> Scope {
         match (&self.group, &self.host, self.all) {
             (Some(g), _, _) => Scope::Group(g.clone()),
             (_, Some(h), _) => Scope::Host(h.clone()),

@@ -1,14 +1,14 @@
+use crate::record::status::{self, Report};
+use crate::source::repo::{self, short_str};
+use crate::ui::Ui;
 use anyhow::Result;
 use clap::Args;
-use rollgate::repo::{self, short_str};
-use rollgate::report::Ui;
-use rollgate::status::{self, Report};
 
 use super::RepoArg;
 
 /// Per host and service: revision, version, when, by whom, result
 #[derive(Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// One JSON object per host and service, as an array
     #[arg(long)]
     json: bool,
@@ -18,7 +18,7 @@ pub struct StatusArgs {
 
 /// The journal's runs, newest first
 #[derive(Args)]
-pub struct LogArgs {
+pub(crate) struct LogArgs {
     /// At most this many runs
     #[arg(short = 'n', value_name = "N")]
     limit: Option<usize>,
@@ -28,7 +28,7 @@ pub struct LogArgs {
     repo: RepoArg,
 }
 
-pub fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
+pub(crate) fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
     let repo = repo::open(args.repo.repo.as_deref())?;
     let report = status::status(repo.path())?;
     warn_unreadable(ui, &report);
@@ -68,7 +68,7 @@ pub fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
     Ok(())
 }
 
-pub fn log(args: LogArgs, ui: &Ui) -> Result<()> {
+pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
     let repo = repo::open(args.repo.repo.as_deref())?;
     let report = status::log(repo.path(), args.limit)?;
     warn_unreadable(ui, &report);
@@ -80,7 +80,7 @@ pub fn log(args: LogArgs, ui: &Ui) -> Result<()> {
         let ok = run
             .steps
             .iter()
-            .filter(|s| s.result == rollgate::journal::Outcome::Ok)
+            .filter(|s| s.result == crate::record::journal::Outcome::Ok)
             .count();
         let failed = run.steps.len() - ok;
         let options = if run.options.is_empty() {

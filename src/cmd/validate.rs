@@ -1,13 +1,13 @@
+use crate::gate::{self, ValidateOptions};
+use crate::ui::Ui;
 use anyhow::Result;
 use clap::Args;
-use rollgate::report::Ui;
-use rollgate::validate::{self, ValidateOptions};
 
 use super::RepoArg;
 
 /// Run the same checks a push would, before pushing
 #[derive(Args)]
-pub struct ValidateArgs {
+pub(crate) struct ValidateArgs {
     /// A commit, tag or expression such as HEAD~2; default: the working tree
     #[arg(long, value_name = "REV")]
     rev: Option<String>,
@@ -18,9 +18,9 @@ pub struct ValidateArgs {
     repo: RepoArg,
 }
 
-pub fn run(args: ValidateArgs, ui: &Ui) -> Result<()> {
-    let repo = rollgate::repo::open(args.repo.repo.as_deref())?;
-    validate::validate(
+pub(crate) fn run(args: ValidateArgs, ui: &Ui) -> Result<()> {
+    let repo = crate::source::repo::open(args.repo.repo.as_deref())?;
+    gate::validate(
         &repo,
         &ValidateOptions {
             rev: args.rev,

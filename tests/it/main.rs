@@ -3,6 +3,9 @@
 //! (pushes go through `git push` to a bare repository with the installed
 //! hook) in its own temp dirs, with a scrubbed environment; see `support`.
 
+// The lint is for the library: a test binary has no outside to leak to.
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod fleet;

@@ -8,20 +8,20 @@ use anyhow::{Context, Result, bail};
 use git2::{Oid, Repository};
 
 use crate::config;
-use crate::deploy::{self, DeployOptions, Prepared};
-use crate::journal::Action;
-use crate::receive::RefUpdate;
-use crate::repo::{Snapshot, short};
-use crate::report::Ui;
-use crate::revision::Revision;
-use crate::scope::{PushRequest, Scope};
+use crate::hook::input::RefUpdate;
+use crate::record::journal::Action;
+use crate::rollout::deploy::{self, DeployOptions, Prepared};
+use crate::rollout::scope::{PushRequest, Scope};
+use crate::source::repo::{Snapshot, short};
+use crate::source::revision::Revision;
+use crate::ui::Ui;
 
 const DEPLOY_PREFIX: &str = "refs/deploy/";
 
 /// Handles a whole push: every ref is classified, checked and planned
 /// first, and only then deployed, so a push that git will reject as a whole
 /// never touches a host for one of its refs.
-pub fn pre_receive(
+pub(crate) fn pre_receive(
     repo: &Repository,
     updates: &[RefUpdate],
     request: &PushRequest,

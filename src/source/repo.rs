@@ -18,7 +18,7 @@ use git2::{Commit, ObjectType, Oid, Repository, Tree};
 /// Opens the repository named by `--repo`, or else the one git's environment
 /// or the current directory points at. `open_from_env` is what makes the
 /// quarantined objects of a push visible inside the hook.
-pub fn open(path: Option<&Path>) -> Result<Repository> {
+pub(crate) fn open(path: Option<&Path>) -> Result<Repository> {
     match path {
         Some(p) => {
             Repository::open(p).with_context(|| format!("{} is not a git repository", p.display()))
@@ -30,23 +30,23 @@ pub fn open(path: Option<&Path>) -> Result<Repository> {
 }
 
 /// Resolves a commit id, tag, branch or expression such as `main~3`.
-pub fn resolve<'r>(repo: &'r Repository, rev: &str) -> Result<Commit<'r>> {
+pub(crate) fn resolve<'r>(repo: &'r Repository, rev: &str) -> Result<Commit<'r>> {
     repo.revparse_single(rev)
         .and_then(|o| o.peel_to_commit())
         .with_context(|| format!("revision `{rev}` does not resolve to a commit"))
 }
 
-pub fn short(id: Oid) -> String {
+pub(crate) fn short(id: Oid) -> String {
     short_str(&id.to_string())
 }
 
 /// The first 10 hex digits, as people quote commit ids.
-pub fn short_str(id: &str) -> String {
+pub(crate) fn short_str(id: &str) -> String {
     id.chars().take(10).collect()
 }
 
 /// Where config files are read from.
-pub enum Snapshot<'r> {
+pub(crate) enum Snapshot<'r> {
     Commit {
         repo: &'r Repository,
         commit: Commit<'r>,
@@ -58,7 +58,7 @@ pub enum Snapshot<'r> {
 }
 
 impl<'r> Snapshot<'r> {
-    pub fn of_commit(repo: &'r Repository, commit: Commit<'r>) -> Result<Snapshot<'r>> {
+    pub(crate) fn of_commit(repo: &'r Repository, commit: Commit<'r>) -> Result<Snapshot<'r>> {
         let tree = commit
             .tree()
             .with_context(|| format!("cannot read the tree of {}", short(commit.id())))?;
@@ -66,21 +66,21 @@ impl<'r> Snapshot<'r> {
     }
 
     /// What `{rev}` means: the commit id, or HEAD's for a working tree.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Snapshot::Commit { commit, .. } => short(commit.id()),
             Snapshot::Workdir { root } => format!("the working tree {}", root.display()),
         }
     }
 
-    pub fn commit_id(&self) -> Option<Oid> {
+    pub(crate) fn commit_id(&self) -> Option<Oid> {
         match self {
             Snapshot::Commit { commit, .. } => Some(commit.id()),
             Snapshot::Workdir { .. } => None,
         }
     }
 
-    pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
         match self {
             Snapshot::Commit { repo, tree, .. } => {
                 let Ok(entry) = tree.get_path(Path::new(path)) else {
@@ -105,7 +105,7 @@ impl<'r> Snapshot<'r> {
 
     /// The git tree of a directory of a commit (`None` for a working tree
     /// or a path that is not a directory).
-    pub fn tree_at(&self, path: &str) -> Result<Option<Tree<'r>>> {
+    pub(crate) fn tree_at(&self, path: &str) -> Result<Option<Tree<'r>>> {
         match self {
             Snapshot::Commit { repo, tree, .. } => subtree(repo, tree, path),
             Snapshot::Workdir { .. } => Ok(None),
@@ -114,7 +114,7 @@ impl<'r> Snapshot<'r> {
 
     /// Names of the subdirectories of `path` ("" is the root); empty when
     /// `path` is not a directory.
-    pub fn subdirs(&self, path: &str) -> Result<Vec<String>> {
+    pub(crate) fn subdirs(&self, path: &str) -> Result<Vec<String>> {
         match self {
             Snapshot::Commit { repo, tree, .. } => {
                 let Some(sub) = subtree(repo, tree, path)? else {
@@ -147,7 +147,7 @@ impl<'r> Snapshot<'r> {
         }
     }
 
-    pub fn is_dir(&self, path: &str) -> Result<bool> {
+    pub(crate) fn is_dir(&self, path: &str) -> Result<bool> {
         match self {
             Snapshot::Commit { repo, tree, .. } => Ok(subtree(repo, tree, path)?.is_some()),
             Snapshot::Workdir { root } => Ok(fs::symlink_metadata(root.join(path))
@@ -160,7 +160,7 @@ impl<'r> Snapshot<'r> {
     /// commits; `None` for a working tree. git's tree diff skips every
     /// subtree whose id is unchanged, so the cost follows the change, not
     /// the size of the repository.
-    pub fn changed_paths(&self, base: &Snapshot<'_>) -> Result<Option<HashSet<String>>> {
+    pub(crate) fn changed_paths(&self, base: &Snapshot<'_>) -> Result<Option<HashSet<String>>> {
         let (
             Snapshot::Commit { repo, tree, .. },
             Snapshot::Commit {
@@ -186,7 +186,7 @@ impl<'r> Snapshot<'r> {
 
     /// Writes the directory `path` (files, modes, symlinks verbatim) under
     /// `dest_root`, at the same relative path.
-    pub fn materialize(&self, path: &str, dest_root: &Path) -> Result<()> {
+    pub(crate) fn materialize(&self, path: &str, dest_root: &Path) -> Result<()> {
         let dest = dest_root.join(path);
         fs::create_dir_all(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
         match self {

@@ -7,22 +7,22 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use git2::{Oid, Repository};
 
-use crate::deploy::{self, DeployOptions};
 use crate::error::Failed;
-use crate::journal::{self, Action};
-use crate::repo::{self, Snapshot, short_str};
-use crate::report::Ui;
-use crate::revision::Revision;
-use crate::scope::{Scope, Target};
+use crate::record::journal::{self, Action};
+use crate::rollout::deploy::{self, DeployOptions};
+use crate::rollout::scope::{Scope, Target};
+use crate::source::repo::{self, Snapshot, short_str};
+use crate::source::revision::Revision;
+use crate::ui::Ui;
 
-pub struct RollbackOptions {
+pub(crate) struct RollbackOptions {
     /// `None`: each host goes back to the revision it had before its current one.
-    pub to: Option<String>,
-    pub scope: Scope,
-    pub dry_run: bool,
+    pub(crate) to: Option<String>,
+    pub(crate) scope: Scope,
+    pub(crate) dry_run: bool,
 }
 
-pub fn rollback(repo: &Repository, opts: RollbackOptions, ui: &Ui) -> Result<()> {
+pub(crate) fn rollback(repo: &Repository, opts: RollbackOptions, ui: &Ui) -> Result<()> {
     let deploy_opts = || DeployOptions {
         dry_run: opts.dry_run,
         ..DeployOptions::new(Action::Rollback)

@@ -10,26 +10,29 @@ use anyhow::{Context, Result};
 
 use crate::config::Config;
 use crate::process;
-use crate::report::{Ui, seconds};
-use crate::revision::ConfigDir;
-use crate::worktree::Worktree;
+use crate::source::revision::ConfigDir;
+use crate::source::worktree::Worktree;
+use crate::ui::{Ui, seconds};
 
-pub struct CheckResult {
-    pub dir: ConfigDir,
-    pub duration: Duration,
-    pub failures: Vec<CheckFailure>,
+pub(crate) struct CheckResult {
+    pub(crate) dir: ConfigDir,
+    pub(crate) duration: Duration,
+    pub(crate) failures: Vec<CheckFailure>,
+    /// What passing checkers printed (warnings such as systemd-analyze's
+    /// unknown keys): the pusher sees it, the verdict stays "ok".
+    pub(crate) warnings: Vec<String>,
 }
 
-pub struct CheckFailure {
+pub(crate) struct CheckFailure {
     /// The repository-relative file the failure concerns, when known.
-    pub file: Option<String>,
-    pub error: String,
-    pub output: String,
+    pub(crate) file: Option<String>,
+    pub(crate) error: String,
+    pub(crate) output: String,
 }
 
 /// Checks `dirs` (already written into `worktree`) and returns whether all
 /// passed. `rev` is what `{rev}` stands for.
-pub fn check_dirs(
+pub(crate) fn check_dirs(
     config: &Config,
     dirs: &[ConfigDir],
     worktree: &Worktree,
@@ -105,6 +108,9 @@ fn show(ui: &Ui, r: &CheckResult) {
         }
         ui.output(&f.output);
     }
+    for w in &r.warnings {
+        ui.output(w);
+    }
 }
 
 fn check_one(
@@ -125,6 +131,7 @@ fn check_one(
         vec![String::new()]
     };
     let mut failures = Vec::new();
+    let mut warnings = Vec::new();
     for file in files {
         let lookup = |name: &str| -> Option<String> {
             match name {
@@ -142,18 +149,23 @@ fn check_one(
             .map(|t| t.render(&lookup))
             .collect::<Result<_>>()
             .with_context(|| format!("services.{}.check", service.name))?;
-        if let Err(failure) = process::run(&argv, worktree.root(), service.timeout) {
-            failures.push(CheckFailure {
+        match process::run(&argv, worktree.root(), service.timeout) {
+            Ok(done) if !done.output.trim().is_empty() => {
+                warnings.push(worktree.relativize(&done.output));
+            }
+            Ok(_) => {}
+            Err(failure) => failures.push(CheckFailure {
                 file: concerned_file(&argv, &abs_dir).map(|f| worktree.relativize(&f)),
                 error: worktree.relativize(&failure.to_string()),
                 output: worktree.relativize(failure.output()),
-            });
+            }),
         }
     }
     Ok(CheckResult {
         dir: dir.clone(),
         duration: started.elapsed(),
         failures,
+        warnings,
     })
 }
 

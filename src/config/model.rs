@@ -11,14 +11,14 @@ use anyhow::{Context, Result, bail};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::template::Template;
+use crate::config::template::Template;
 
-pub const FILE_NAME: &str = "rollgate.toml";
-pub const DEFAULT_BRANCH: &str = "main";
+pub(crate) const FILE_NAME: &str = "rollgate.toml";
+pub(crate) const DEFAULT_BRANCH: &str = "main";
 
 /// Placeholders rollgate itself fills in; vars may not reuse these names.
-pub const BUILTIN_CHECK: &[&str] = &["dir", "file", "service", "rev", "worktree"];
-pub const BUILTIN_DEPLOY: &[&str] = &["dir", "host", "group", "service", "rev", "worktree"];
+pub(crate) const BUILTIN_CHECK: &[&str] = &["dir", "file", "service", "rev", "worktree"];
+pub(crate) const BUILTIN_DEPLOY: &[&str] = &["dir", "host", "group", "service", "rev", "worktree"];
 const RESERVED: &[&str] = &["dir", "file", "host", "group", "service", "rev", "worktree"];
 
 #[derive(Debug, Deserialize)]
@@ -93,57 +93,57 @@ fn default_batch() -> usize {
 /// Which hosts a failed rollout puts back on their previous revision.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum OnFailure {
+pub(crate) enum OnFailure {
     #[default]
     RestoreFailed,
     RestoreRun,
 }
 
 #[derive(Debug, Clone)]
-pub struct Config {
-    pub branch: String,
+pub(crate) struct Config {
+    pub(crate) branch: String,
     /// `None` when several groups exist and none is named: deploying without
     /// an explicit scope is then refused instead of guessed.
-    pub default_group: Option<String>,
-    pub on_failure: OnFailure,
-    pub lock_wait: Duration,
+    pub(crate) default_group: Option<String>,
+    pub(crate) on_failure: OnFailure,
+    pub(crate) lock_wait: Duration,
     /// Who a deploy is recorded as: the first of these variables that is set.
-    pub pusher_env: Vec<String>,
+    pub(crate) pusher_env: Vec<String>,
     /// After this long without output, a deploy prints a line anyway, so
     /// proxies and CI runners do not cut a long push.
-    pub heartbeat: Duration,
-    pub services: Vec<Service>,
+    pub(crate) heartbeat: Duration,
+    pub(crate) services: Vec<Service>,
     /// In file order: `all` deploys the default group first, then these in order.
-    pub groups: Vec<Group>,
+    pub(crate) groups: Vec<Group>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Service {
-    pub name: String,
+pub(crate) struct Service {
+    pub(crate) name: String,
     /// Path template, one placeholder per component at most.
-    pub source: Vec<Template>,
-    pub check: Vec<Template>,
-    pub deploy: Vec<Template>,
-    pub reload: Option<Vec<Template>>,
-    pub health: Option<Vec<Template>>,
-    pub timeout: Duration,
-    pub health_wait: Duration,
+    pub(crate) source: Vec<Template>,
+    pub(crate) check: Vec<Template>,
+    pub(crate) deploy: Vec<Template>,
+    pub(crate) reload: Option<Vec<Template>>,
+    pub(crate) health: Option<Vec<Template>>,
+    pub(crate) timeout: Duration,
+    pub(crate) health_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
-pub struct Group {
-    pub name: String,
-    pub hosts: Vec<String>,
-    pub vars: BTreeMap<String, String>,
-    pub batch: usize,
+pub(crate) struct Group {
+    pub(crate) name: String,
+    pub(crate) hosts: Vec<String>,
+    pub(crate) vars: BTreeMap<String, String>,
+    pub(crate) batch: usize,
     /// The services deployed to this group's hosts, in config order.
-    pub services: Vec<String>,
+    pub(crate) services: Vec<String>,
 }
 
 impl Config {
     /// Parses and checks the file's text; `origin` names where it came from
     /// (e.g. `rollgate.toml at 1a2b3c4`) in every error.
-    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<Config> {
         let raw: RawConfig = toml::from_str(text).with_context(|| format!("invalid {origin}"))?;
         Config::from_raw(raw).with_context(|| format!("invalid {origin}"))
     }
@@ -242,25 +242,25 @@ impl Config {
         })
     }
 
-    pub fn service(&self, name: &str) -> Option<&Service> {
+    pub(crate) fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
 
-    pub fn group(&self, name: &str) -> Option<&Group> {
+    pub(crate) fn group(&self, name: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.name == name)
     }
 
-    pub fn group_of_host(&self, host: &str) -> Option<&Group> {
+    pub(crate) fn group_of_host(&self, host: &str) -> Option<&Group> {
         self.groups
             .iter()
             .find(|g| g.hosts.iter().any(|h| h == host))
     }
 
-    pub fn group_names(&self) -> String {
+    pub(crate) fn group_names(&self) -> String {
         names(self.groups.iter().map(|g| g.name.as_str()))
     }
 
-    pub fn host_names(&self) -> String {
+    pub(crate) fn host_names(&self) -> String {
         names(
             self.groups
                 .iter()
@@ -269,7 +269,7 @@ impl Config {
     }
 
     /// Who is deploying, as the first set variable of `pusher_env` says.
-    pub fn who(&self) -> String {
+    pub(crate) fn who(&self) -> String {
         self.pusher_env
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
@@ -277,7 +277,7 @@ impl Config {
     }
 
     /// The deploy branch as a full ref name.
-    pub fn branch_ref(&self) -> String {
+    pub(crate) fn branch_ref(&self) -> String {
         format!("refs/heads/{}", self.branch)
     }
 }
@@ -354,13 +354,13 @@ impl Service {
     }
 
     /// The source path with its vars; `None` if a var is missing.
-    pub fn source_path(&self, vars: &BTreeMap<String, String>) -> Option<String> {
+    pub(crate) fn source_path(&self, vars: &BTreeMap<String, String>) -> Option<String> {
         let lookup = |v: &str| vars.get(v).cloned();
         let parts: Result<Vec<String>> = self.source.iter().map(|t| t.render(&lookup)).collect();
         parts.ok().map(|p| p.join("/"))
     }
 
-    pub fn source_raw(&self) -> String {
+    pub(crate) fn source_raw(&self) -> String {
         self.source
             .iter()
             .map(Template::raw)
@@ -369,7 +369,7 @@ impl Service {
     }
 
     /// Every command this service runs on a host, with its role.
-    pub fn host_steps(&self) -> impl Iterator<Item = (&'static str, &Vec<Template>)> {
+    pub(crate) fn host_steps(&self) -> impl Iterator<Item = (&'static str, &Vec<Template>)> {
         [
             ("deploy", Some(&self.deploy)),
             ("reload", self.reload.as_ref()),
@@ -451,7 +451,7 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn names<I, S>(items: I) -> String
+pub(crate) fn names<I, S>(items: I) -> String
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,

@@ -11,27 +11,27 @@ use git2::{Oid, Repository};
 
 use crate::config::OnFailure;
 use crate::error::Failed;
-use crate::host::{self, HostResult};
-use crate::journal::{self, Action, Event, History, Journal, Outcome, Recorder};
-use crate::lock;
-use crate::plan::{HostJob, Plan};
-use crate::report::{Ui, seconds};
-use crate::restore::{self, Restored};
-use crate::revision::Revision;
-use crate::worktree::Worktree;
+use crate::record::journal::{self, Action, Event, History, Journal, Outcome, Recorder};
+use crate::record::lock;
+use crate::rollout::host::{self, HostResult};
+use crate::rollout::plan::{HostJob, Plan};
+use crate::rollout::restore::{self, Restored};
+use crate::source::revision::Revision;
+use crate::source::worktree::Worktree;
+use crate::ui::{Ui, seconds};
 
-pub struct RunOptions {
-    pub action: Action,
-    pub who: String,
-    pub push_options: Vec<String>,
+pub(crate) struct RunOptions {
+    pub(crate) action: Action,
+    pub(crate) who: String,
+    pub(crate) push_options: Vec<String>,
     /// What the run targets, for people: `group canary`, `all groups` ...
-    pub scope: String,
+    pub(crate) scope: String,
     /// See `DeployOptions::expect_ref`: checked once the lock is held.
-    pub expect_ref: Option<(String, Option<Oid>)>,
+    pub(crate) expect_ref: Option<(String, Option<Oid>)>,
 }
 
 /// Deploys `plan` (files in `worktree`), holding the deploy lock throughout.
-pub fn run(
+pub(crate) fn run(
     repo: &Repository,
     rev: &Revision<'_>,
     worktree: &Worktree,
@@ -244,7 +244,7 @@ fn refuse_if_moved(repo: &Repository, expect: &Option<(String, Option<Oid>)>) ->
     Err(Failed(format!(
         "{name} moved to {} while this push waited for the deploy lock, so git will refuse it; \
          nothing was deployed (fetch, rebase and push again)",
-        now.map_or("nothing".into(), crate::repo::short)
+        now.map_or("nothing".into(), crate::source::repo::short)
     ))
     .into())
 }

@@ -4,29 +4,29 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::journal::{Action, Event, Outcome, Record, Recorder};
-use crate::plan::{HostJob, ServiceJob};
 use crate::process;
-use crate::report::{Ui, seconds};
+use crate::record::journal::{Action, Event, Outcome, Record, Recorder};
+use crate::rollout::plan::{HostJob, ServiceJob};
+use crate::ui::{Ui, seconds};
 
 /// How often a failing health check is retried within `health_wait`.
 const HEALTH_RETRY: Duration = Duration::from_millis(500);
 
-pub struct HostResult<'p> {
-    pub job: &'p HostJob,
+pub(crate) struct HostResult<'p> {
+    pub(crate) job: &'p HostJob,
     /// One per attempted service; services after a failure are not attempted.
-    pub services: Vec<ServiceResult<'p>>,
-    pub duration: Duration,
+    pub(crate) services: Vec<ServiceResult<'p>>,
+    pub(crate) duration: Duration,
 }
 
-pub struct ServiceResult<'p> {
-    pub job: &'p ServiceJob,
-    pub duration: Duration,
+pub(crate) struct ServiceResult<'p> {
+    pub(crate) job: &'p ServiceJob,
+    pub(crate) duration: Duration,
     /// What failed, and the failing command's output.
-    pub failure: Option<(String, String)>,
+    pub(crate) failure: Option<(String, String)>,
 }
 
-pub fn run<'p>(job: &'p HostJob, cwd: &Path) -> HostResult<'p> {
+pub(crate) fn run<'p>(job: &'p HostJob, cwd: &Path) -> HostResult<'p> {
     let started = Instant::now();
     let mut services = Vec::new();
     for s in &job.services {
@@ -71,16 +71,16 @@ fn run_service(s: &ServiceJob, cwd: &Path) -> Result<(), (String, String)> {
 }
 
 impl HostResult<'_> {
-    pub fn failure(&self) -> Option<&(String, String)> {
+    pub(crate) fn failure(&self) -> Option<&(String, String)> {
         self.services.iter().find_map(|s| s.failure.as_ref())
     }
 
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.failure().is_some()
     }
 
     /// `[server04] ok 0.40s`, or the failure and the command's output.
-    pub fn show(&self, ui: &Ui) {
+    pub(crate) fn show(&self, ui: &Ui) {
         match self.failure() {
             None => ui.line(format_args!(
                 "[{}] ok {}",
@@ -100,7 +100,7 @@ impl HostResult<'_> {
 
     /// One journal record per attempted service; `from(host, service)` is
     /// the revision the host ran before this step.
-    pub fn records(
+    pub(crate) fn records(
         &self,
         rec: &Recorder,
         action: Action,

@@ -5,13 +5,13 @@ use git2::Oid;
 
 /// One `<old> <new> <refname>` line; all-zero ids become `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefUpdate {
-    pub old: Option<Oid>,
-    pub new: Option<Oid>,
-    pub refname: String,
+pub(crate) struct RefUpdate {
+    pub(crate) old: Option<Oid>,
+    pub(crate) new: Option<Oid>,
+    pub(crate) refname: String,
 }
 
-pub fn parse_updates(stdin: &str) -> Result<Vec<RefUpdate>> {
+pub(crate) fn parse_updates(stdin: &str) -> Result<Vec<RefUpdate>> {
     stdin
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -42,7 +42,7 @@ fn parse_id(hex: &str) -> Result<Option<Oid>> {
 }
 
 /// `GIT_PUSH_OPTION_0..N-1`, as git sets them for the hook.
-pub fn push_options_from_env() -> Result<Vec<String>> {
+pub(crate) fn push_options_from_env() -> Result<Vec<String>> {
     let count: usize = match std::env::var("GIT_PUSH_OPTION_COUNT") {
         Ok(n) => n
             .parse()

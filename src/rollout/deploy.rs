@@ -7,34 +7,34 @@
 use anyhow::Result;
 use git2::{Oid, Repository};
 
-use crate::journal::Action;
-use crate::plan::{self, Plan};
-use crate::preview;
-use crate::report::Ui;
-use crate::revision::{ConfigDir, Revision};
-use crate::rollout::{self, RunOptions};
-use crate::scope::{Scope, Target};
-use crate::validate;
-use crate::worktree::Worktree;
+use crate::gate;
+use crate::record::journal::Action;
+use crate::rollout::changes;
+use crate::rollout::plan::{self, Plan};
+use crate::rollout::run::{self, RunOptions};
+use crate::rollout::scope::{Scope, Target};
+use crate::source::revision::{ConfigDir, Revision};
+use crate::source::worktree::Worktree;
+use crate::ui::Ui;
 
-pub struct DeployOptions {
-    pub action: Action,
+pub(crate) struct DeployOptions {
+    pub(crate) action: Action,
     /// Show what would change and the commands; touch nothing.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// What the pusher passed with `-o`, for the journal.
-    pub push_options: Vec<String>,
+    pub(crate) push_options: Vec<String>,
     /// Directories to check besides those deployed (a push's changes).
-    pub also_check: Vec<ConfigDir>,
+    pub(crate) also_check: Vec<ConfigDir>,
     /// `false`: check, deploy nothing (`-o validate-only`).
-    pub deploy: bool,
+    pub(crate) deploy: bool,
     /// For a push: the ref and the value git will compare before moving it.
     /// If it changed while the deploy waited for the lock, git will refuse
     /// the update, so nothing may be deployed.
-    pub expect_ref: Option<(String, Option<Oid>)>,
+    pub(crate) expect_ref: Option<(String, Option<Oid>)>,
 }
 
 impl DeployOptions {
-    pub fn new(action: Action) -> DeployOptions {
+    pub(crate) fn new(action: Action) -> DeployOptions {
         DeployOptions {
             action,
             dry_run: false,
@@ -48,7 +48,7 @@ impl DeployOptions {
 
 /// A revision that passed its checks, with its work tree and plan: all that
 /// is left is to run it.
-pub struct Prepared<'r> {
+pub(crate) struct Prepared<'r> {
     rev: Revision<'r>,
     worktree: Worktree,
     /// `None` for validate-only.
@@ -58,7 +58,7 @@ pub struct Prepared<'r> {
     opts: DeployOptions,
 }
 
-pub fn deploy(
+pub(crate) fn deploy(
     repo: &Repository,
     rev: Revision<'_>,
     scope: &Scope,
@@ -70,7 +70,7 @@ pub fn deploy(
 
 /// Resolves `scope` against the revision's own inventory (an unknown group
 /// or host touches nothing), then checks and plans.
-pub fn prepare<'r>(
+pub(crate) fn prepare<'r>(
     rev: Revision<'r>,
     scope: &Scope,
     opts: DeployOptions,
@@ -90,7 +90,7 @@ pub fn prepare<'r>(
 }
 
 /// Validates what `targets` will get and renders the plan.
-pub fn prepare_targets<'r>(
+pub(crate) fn prepare_targets<'r>(
     rev: Revision<'r>,
     targets: Vec<Target>,
     scope: String,
@@ -104,11 +104,11 @@ pub fn prepare_targets<'r>(
                 .config
                 .group(&t.group)
                 .expect("targets come from this config");
-            deployed = validate::union(deployed, &rev.group_dirs(group)?);
+            deployed = gate::union(deployed, &rev.group_dirs(group)?);
         }
     }
-    let to_check = validate::union(std::mem::take(&mut opts.also_check), &deployed);
-    let worktree = validate::gate(&rev, &to_check, &deployed, "", ui)?;
+    let to_check = gate::union(std::mem::take(&mut opts.also_check), &deployed);
+    let worktree = gate::gate(&rev, &to_check, &deployed, "", ui)?;
     let plan = if opts.deploy {
         Some(plan::build(&rev, &worktree, &targets)?)
     } else {
@@ -125,7 +125,7 @@ pub fn prepare_targets<'r>(
 }
 
 impl Prepared<'_> {
-    pub fn run(self, repo: &Repository, ui: &Ui) -> Result<()> {
+    pub(crate) fn run(self, repo: &Repository, ui: &Ui) -> Result<()> {
         let Some(plan) = &self.plan else {
             ui.line("validate-only: nothing deployed");
             return Ok(());
@@ -137,7 +137,7 @@ impl Prepared<'_> {
                 &plan.rev[..10],
                 self.scope
             ));
-            preview::show(
+            changes::show(
                 repo,
                 &self.rev,
                 &self.targets,
@@ -153,6 +153,6 @@ impl Prepared<'_> {
             scope: self.scope,
             expect_ref: self.opts.expect_ref,
         };
-        rollout::run(repo, &self.rev, &self.worktree, plan, &run, ui)
+        run::run(repo, &self.rev, &self.worktree, plan, &run, ui)
     }
 }

@@ -14,14 +14,14 @@ enum Piece {
 
 /// One string with placeholders, e.g. `{dir}/sshd_config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
+pub(crate) struct Template {
     raw: String,
     pieces: Vec<Piece>,
 }
 
 impl Template {
     /// Parses `{name}` placeholders; `{{` and `}}` stand for literal braces.
-    pub fn parse(raw: &str) -> Result<Template> {
+    pub(crate) fn parse(raw: &str) -> Result<Template> {
         let mut pieces = Vec::new();
         let mut text = String::new();
         let mut chars = raw.chars().peekable();
@@ -74,25 +74,25 @@ impl Template {
         })
     }
 
-    pub fn raw(&self) -> &str {
+    pub(crate) fn raw(&self) -> &str {
         &self.raw
     }
 
     /// The placeholder names, in order of appearance.
-    pub fn vars(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn vars(&self) -> impl Iterator<Item = &str> {
         self.pieces.iter().filter_map(|p| match p {
             Piece::Var(v) => Some(v.as_str()),
             Piece::Text(_) => None,
         })
     }
 
-    pub fn uses(&self, var: &str) -> bool {
+    pub(crate) fn uses(&self, var: &str) -> bool {
         self.vars().any(|v| v == var)
     }
 
     /// Substitutes every placeholder; `lookup` must know all of them, which
     /// config validation guarantees for the contexts it checked.
-    pub fn render(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String> {
+    pub(crate) fn render(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String> {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
@@ -108,7 +108,7 @@ impl Template {
 
     /// Matches one path component against this template, which holds at most
     /// one placeholder (checked at load). Returns the placeholder's binding.
-    pub fn match_component(&self, name: &str) -> Option<Option<(String, String)>> {
+    pub(crate) fn match_component(&self, name: &str) -> Option<Option<(String, String)>> {
         let mut prefix = "";
         let mut suffix = "";
         let mut var = None;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use git2::{ConfigLevel, Repository};
 
-const TEMPLATE: &str = include_str!("../hooks/pre-receive");
+const TEMPLATE: &str = include_str!("../../hooks/pre-receive");
 /// Identifies a hook rollgate wrote, so it is never confused with a user's.
 const MARKER: &str = "rollgate-managed";
 const BACKUP_SUFFIX: &str = ".rollgate-backup";
@@ -16,15 +16,15 @@ const BACKUP_SUFFIX: &str = ".rollgate-backup";
 /// off only if it was us.
 const OWNED_SETTING: &str = "rollgate.ownsAdvertisePushOptions";
 
-pub struct Installed {
-    pub hook: PathBuf,
-    pub backup: Option<PathBuf>,
-    pub unchanged: bool,
+pub(crate) struct Installed {
+    pub(crate) hook: PathBuf,
+    pub(crate) backup: Option<PathBuf>,
+    pub(crate) unchanged: bool,
 }
 
 /// Where git looks for hooks: `core.hooksPath` (relative to the repository
 /// for a bare one) or `<git dir>/hooks`.
-pub fn hooks_dir(repo: &Repository) -> Result<PathBuf> {
+pub(crate) fn hooks_dir(repo: &Repository) -> Result<PathBuf> {
     let config = repo
         .config()
         .context("cannot read the repository's git config")?;
@@ -35,7 +35,7 @@ pub fn hooks_dir(repo: &Repository) -> Result<PathBuf> {
     }
 }
 
-pub fn install(repo: &Repository, binary: &Path, force: bool) -> Result<Installed> {
+pub(crate) fn install(repo: &Repository, binary: &Path, force: bool) -> Result<Installed> {
     let dir = hooks_dir(repo)?;
     let hook = dir.join("pre-receive");
     let script = TEMPLATE.replace("@ROLLGATE@", &shell_quote(&binary.display().to_string()));
@@ -80,12 +80,12 @@ pub fn install(repo: &Repository, binary: &Path, force: bool) -> Result<Installe
     })
 }
 
-pub struct Uninstalled {
-    pub hook: PathBuf,
-    pub restored: Option<PathBuf>,
+pub(crate) struct Uninstalled {
+    pub(crate) hook: PathBuf,
+    pub(crate) restored: Option<PathBuf>,
 }
 
-pub fn uninstall(repo: &Repository) -> Result<Uninstalled> {
+pub(crate) fn uninstall(repo: &Repository) -> Result<Uninstalled> {
     let hook = hooks_dir(repo)?.join("pre-receive");
     match fs::read_to_string(&hook) {
         Ok(text) if text.contains(MARKER) => {

@@ -8,12 +8,12 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use git2::{DiffFormat, DiffOptions, Oid, Repository, Tree};
 
-use crate::journal::{self, History};
-use crate::repo::{Snapshot, short, short_str};
-use crate::revision::Revision;
-use crate::scope::Target;
+use crate::record::journal::{self, History};
+use crate::rollout::scope::Target;
+use crate::source::repo::{Snapshot, short, short_str};
+use crate::source::revision::Revision;
 
-pub fn show(
+pub(crate) fn show(
     repo: &Repository,
     rev: &Revision<'_>,
     targets: &[Target],

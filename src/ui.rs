@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How many lines of a failing command's output the pusher sees.
-pub const OUTPUT_LINES: usize = 40;
+pub(crate) const OUTPUT_LINES: usize = 40;
 
-pub struct Ui {
+pub(crate) struct Ui {
     last_write: Mutex<Instant>,
 }
 
@@ -22,7 +22,7 @@ impl Default for Ui {
 }
 
 impl Ui {
-    pub fn line(&self, text: impl std::fmt::Display) {
+    pub(crate) fn line(&self, text: impl std::fmt::Display) {
         let mut last = self.last_write.lock().unwrap_or_else(|e| e.into_inner());
         let mut err = std::io::stderr().lock();
         // A closed stderr (the pusher hung up) must not stop a deploy halfway.
@@ -33,7 +33,7 @@ impl Ui {
 
     /// A command's output, indented and capped, so a chatty checker cannot
     /// bury the verdict.
-    pub fn output(&self, text: &str) {
+    pub(crate) fn output(&self, text: &str) {
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         for line in lines.iter().take(OUTPUT_LINES) {
             self.line(format_args!("      | {line}"));
@@ -46,7 +46,7 @@ impl Ui {
         }
     }
 
-    pub fn quiet_for(&self) -> Duration {
+    pub(crate) fn quiet_for(&self) -> Duration {
         self.last_write
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -54,6 +54,6 @@ impl Ui {
     }
 }
 
-pub fn seconds(d: Duration) -> String {
+pub(crate) fn seconds(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
 }

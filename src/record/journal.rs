@@ -12,12 +12,12 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub const DIR: &str = "rollgate";
+pub(crate) const DIR: &str = "rollgate";
 const FILE: &str = "journal.jsonl";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Event {
+pub(crate) enum Event {
     /// A run begins: `hosts` lists every host it may touch.
     Start,
     /// A batch is about to start on `hosts`: if the run dies, these are
@@ -31,7 +31,7 @@ pub enum Event {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Action {
+pub(crate) enum Action {
     Deploy,
     Rollback,
     /// Putting a host back on its previous revision after a failure.
@@ -40,7 +40,7 @@ pub enum Action {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Started,
     Ok,
     Failed,
@@ -67,47 +67,47 @@ impl std::fmt::Display for Outcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub run: String,
-    pub time: String,
-    pub event: Event,
-    pub action: Action,
+pub(crate) struct Record {
+    pub(crate) run: String,
+    pub(crate) time: String,
+    pub(crate) event: Event,
+    pub(crate) action: Action,
     /// Full commit id.
-    pub rev: String,
+    pub(crate) rev: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
+    pub(crate) service: Option<String>,
     /// The service's directory label, e.g. `9.6`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// Host records: the revision the host ran before this step, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    pub result: Outcome,
-    pub who: String,
+    pub(crate) from: Option<String>,
+    pub(crate) result: Outcome,
+    pub(crate) who: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub options: Vec<String>,
+    pub(crate) options: Vec<String>,
     /// `group/host` for every host a run may touch (start records only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<u64>,
+    pub(crate) duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// Builds the records of one run: only the per-record fields vary.
-pub struct Recorder {
-    pub run: String,
-    pub who: String,
-    pub options: Vec<String>,
+pub(crate) struct Recorder {
+    pub(crate) run: String,
+    pub(crate) who: String,
+    pub(crate) options: Vec<String>,
 }
 
 impl Recorder {
-    pub fn new(who: &str, options: &[String]) -> Recorder {
+    pub(crate) fn new(who: &str, options: &[String]) -> Recorder {
         let secs = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -118,7 +118,13 @@ impl Recorder {
         }
     }
 
-    pub fn record(&self, event: Event, action: Action, rev: &str, result: Outcome) -> Record {
+    pub(crate) fn record(
+        &self,
+        event: Event,
+        action: Action,
+        rev: &str,
+        result: Outcome,
+    ) -> Record {
         Record {
             run: self.run.clone(),
             time: now(),
@@ -140,21 +146,21 @@ impl Recorder {
     }
 }
 
-pub fn now() -> String {
+pub(crate) fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-pub fn dir_of(git_dir: &Path) -> PathBuf {
+pub(crate) fn dir_of(git_dir: &Path) -> PathBuf {
     git_dir.join(DIR)
 }
 
-pub struct Journal {
+pub(crate) struct Journal {
     file: File,
     path: PathBuf,
 }
 
 impl Journal {
-    pub fn open(git_dir: &Path) -> Result<Journal> {
+    pub(crate) fn open(git_dir: &Path) -> Result<Journal> {
         let dir = dir_of(git_dir);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(FILE);
@@ -169,7 +175,7 @@ impl Journal {
     }
 
     /// Appends records and syncs them; only then may they be reported.
-    pub fn append(&mut self, records: &[Record]) -> Result<()> {
+    pub(crate) fn append(&mut self, records: &[Record]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -203,12 +209,12 @@ impl Journal {
 
 /// Every readable record, oldest first, and the line numbers of any that
 /// could not be read (a torn write is reported, never fatal).
-pub struct History {
-    pub records: Vec<Record>,
-    pub unreadable: Vec<usize>,
+pub(crate) struct History {
+    pub(crate) records: Vec<Record>,
+    pub(crate) unreadable: Vec<usize>,
 }
 
-pub fn read(git_dir: &Path) -> Result<History> {
+pub(crate) fn read(git_dir: &Path) -> Result<History> {
     let path = dir_of(git_dir).join(FILE);
     let file = match File::open(&path) {
         Ok(f) => f,
@@ -243,7 +249,7 @@ pub fn read(git_dir: &Path) -> Result<History> {
 impl History {
     /// The last revision that went through fine on `host`/`service`: what
     /// a failed host is restored to, and what `plan` diffs against.
-    pub fn last_good(&self, host: &str, service: &str) -> Option<&Record> {
+    pub(crate) fn last_good(&self, host: &str, service: &str) -> Option<&Record> {
         self.records.iter().rev().find(|r| {
             r.event == Event::Host
                 && r.result == Outcome::Ok
@@ -254,7 +260,7 @@ impl History {
 
     /// The good revision a host had before its current one (all services of
     /// a group are deployed together, so the host's newest record decides).
-    pub fn previous_good_host(&self, host: &str) -> Option<&Record> {
+    pub(crate) fn previous_good_host(&self, host: &str) -> Option<&Record> {
         let good = |r: &&Record| {
             r.event == Event::Host && r.result == Outcome::Ok && r.host.as_deref() == Some(host)
         };

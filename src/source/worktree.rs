@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::repo::Snapshot;
+use crate::source::repo::Snapshot;
 
-pub struct Worktree {
+pub(crate) struct Worktree {
     dir: TempDir,
     /// Canonical root, so symlink targets can be compared against it.
     root: PathBuf,
@@ -22,7 +22,7 @@ impl Worktree {
     /// Writes each of `paths` (repo-relative directories) from `snapshot`
     /// and refuses any symlink in them that leads out of the work tree:
     /// a checker would follow it and could echo a server file to the pusher.
-    pub fn create(snapshot: &Snapshot<'_>, paths: &[String]) -> Result<Worktree> {
+    pub(crate) fn create(snapshot: &Snapshot<'_>, paths: &[String]) -> Result<Worktree> {
         sweep_stale(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
             .prefix(&format!("{PREFIX}{}-", std::process::id()))
@@ -42,17 +42,17 @@ impl Worktree {
         Ok(worktree)
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn path_of(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path_of(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
 
     /// Rewrites the work tree's absolute path in a command's output to the
     /// repository-relative one, which is what the pusher knows.
-    pub fn relativize(&self, text: &str) -> String {
+    pub(crate) fn relativize(&self, text: &str) -> String {
         let mut prefix = self.root.display().to_string();
         prefix.push('/');
         let text = text.replace(&prefix, "");

@@ -6,35 +6,35 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::journal::{self, Action, Event, History, Outcome, Record};
-use crate::lock;
+use crate::record::journal::{self, Action, Event, History, Outcome, Record};
+use crate::record::lock;
 
 /// One host and service, as it stands.
 #[derive(Debug, Serialize)]
-pub struct HostState {
-    pub host: String,
-    pub service: String,
-    pub group: String,
-    pub version: String,
-    pub rev: String,
-    pub when: String,
-    pub who: String,
-    pub action: Action,
+pub(crate) struct HostState {
+    pub(crate) host: String,
+    pub(crate) service: String,
+    pub(crate) group: String,
+    pub(crate) version: String,
+    pub(crate) rev: String,
+    pub(crate) when: String,
+    pub(crate) who: String,
+    pub(crate) action: Action,
     /// ok, failed, restored, rolled-back, interrupted
-    pub result: String,
+    pub(crate) result: String,
     /// For a rollback or restore: the revision the host left.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub left: Option<String>,
-    pub run: String,
+    pub(crate) left: Option<String>,
+    pub(crate) run: String,
 }
 
-pub struct Report<T> {
-    pub items: Vec<T>,
+pub(crate) struct Report<T> {
+    pub(crate) items: Vec<T>,
     /// Journal lines that could not be read (a torn write), 1-based.
-    pub unreadable: Vec<usize>,
+    pub(crate) unreadable: Vec<usize>,
 }
 
-pub fn status(git_dir: &Path) -> Result<Report<HostState>> {
+pub(crate) fn status(git_dir: &Path) -> Result<Report<HostState>> {
     let history = journal::read(git_dir)?;
     let live = lock::is_held(git_dir)?;
     let mut rows: BTreeMap<(String, String), HostState> = BTreeMap::new();
@@ -180,24 +180,24 @@ fn interrupted_runs(history: &History, live: bool) -> Vec<RunView<'_>> {
 
 /// One run, as `log` shows it.
 #[derive(Debug, Serialize)]
-pub struct RunSummary {
-    pub run: String,
-    pub time: String,
-    pub action: Action,
-    pub rev: String,
-    pub who: String,
-    pub options: Vec<String>,
+pub(crate) struct RunSummary {
+    pub(crate) run: String,
+    pub(crate) time: String,
+    pub(crate) action: Action,
+    pub(crate) rev: String,
+    pub(crate) who: String,
+    pub(crate) options: Vec<String>,
     /// ok, failed, interrupted, running
-    pub result: String,
+    pub(crate) result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<u64>,
+    pub(crate) duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub steps: Vec<Record>,
+    pub(crate) error: Option<String>,
+    pub(crate) steps: Vec<Record>,
 }
 
 /// Runs, newest first, at most `limit`.
-pub fn log(git_dir: &Path, limit: Option<usize>) -> Result<Report<RunSummary>> {
+pub(crate) fn log(git_dir: &Path, limit: Option<usize>) -> Result<Report<RunSummary>> {
     let history = journal::read(git_dir)?;
     let live = lock::is_held(git_dir)?;
     let all = runs(&history);

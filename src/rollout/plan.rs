@@ -8,52 +8,51 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::config::Group;
-use crate::report::Ui;
-use crate::revision::Revision;
-use crate::scope::Target;
-use crate::worktree::Worktree;
+use crate::rollout::scope::Target;
+use crate::source::revision::Revision;
+use crate::source::worktree::Worktree;
+use crate::ui::Ui;
 
-pub struct Plan {
+pub(crate) struct Plan {
     /// Full commit id being deployed.
-    pub rev: String,
-    pub stages: Vec<Stage>,
+    pub(crate) rev: String,
+    pub(crate) stages: Vec<Stage>,
 }
 
 /// One group's hosts, deployed `batch` at a time.
-pub struct Stage {
-    pub group: String,
-    pub batch: usize,
-    pub hosts: Vec<HostJob>,
+pub(crate) struct Stage {
+    pub(crate) group: String,
+    pub(crate) batch: usize,
+    pub(crate) hosts: Vec<HostJob>,
 }
 
-pub struct HostJob {
-    pub group: String,
-    pub host: String,
-    pub services: Vec<ServiceJob>,
+pub(crate) struct HostJob {
+    pub(crate) group: String,
+    pub(crate) host: String,
+    pub(crate) services: Vec<ServiceJob>,
 }
 
-pub struct ServiceJob {
-    pub service: String,
-    pub version: String,
-    pub path: String,
-    pub steps: Vec<Step>,
-    pub timeout: Duration,
-    pub health_wait: Duration,
+pub(crate) struct ServiceJob {
+    pub(crate) service: String,
+    pub(crate) version: String,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) timeout: Duration,
+    pub(crate) health_wait: Duration,
 }
 
-pub struct Step {
+pub(crate) struct Step {
     /// `deploy`, `reload` or `health`.
-    pub role: &'static str,
-    pub argv: Vec<String>,
+    pub(crate) role: &'static str,
+    pub(crate) argv: Vec<String>,
 }
 
 impl Plan {
-    pub fn host_count(&self) -> usize {
+    pub(crate) fn host_count(&self) -> usize {
         self.stages.iter().map(|s| s.hosts.len()).sum()
     }
 
     /// `--dry-run`: every host and command, nothing run.
-    pub fn show(&self, ui: &Ui) {
+    pub(crate) fn show(&self, ui: &Ui) {
         for stage in &self.stages {
             ui.line(format_args!(
                 "group {}: {} host{}, {} at a time",
@@ -96,7 +95,7 @@ fn shown(argv: &[String]) -> String {
         .join(" ")
 }
 
-pub fn build(rev: &Revision<'_>, worktree: &Worktree, targets: &[Target]) -> Result<Plan> {
+pub(crate) fn build(rev: &Revision<'_>, worktree: &Worktree, targets: &[Target]) -> Result<Plan> {
     let rev_id = rev
         .snapshot
         .commit_id()
@@ -127,7 +126,7 @@ pub fn build(rev: &Revision<'_>, worktree: &Worktree, targets: &[Target]) -> Res
 
 /// The commands for one host of `group`; `only` limits it to one service
 /// (restoring a single service to an earlier revision).
-pub fn host_job(
+pub(crate) fn host_job(
     rev: &Revision<'_>,
     worktree: &Worktree,
     group: &Group,
@@ -172,7 +171,6 @@ pub fn host_job(
         services.push(ServiceJob {
             service: service.name.clone(),
             version: dir.version(),
-            path: dir.path.clone(),
             steps,
             timeout: service.timeout,
             health_wait: service.health_wait,

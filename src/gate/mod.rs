@@ -4,17 +4,17 @@
 use anyhow::{Context, Result};
 use git2::Repository;
 
-use crate::check;
+pub(crate) mod check;
 use crate::error::Failed;
-use crate::repo::Snapshot;
-use crate::report::Ui;
-use crate::revision::{ConfigDir, Revision};
-use crate::worktree::Worktree;
+use crate::source::repo::Snapshot;
+use crate::source::revision::{ConfigDir, Revision};
+use crate::source::worktree::Worktree;
+use crate::ui::Ui;
 
 /// Checks `to_check` and writes `also_needed` (what a deploy will copy) into
 /// the same work tree. A failed check is a `Failed` error: nothing deploys.
 /// `since` qualifies the header, e.g. ` (changed since origin/main)`.
-pub fn gate(
+pub(crate) fn gate(
     rev: &Revision<'_>,
     to_check: &[ConfigDir],
     also_needed: &[ConfigDir],
@@ -50,7 +50,7 @@ pub fn gate(
 }
 
 /// `to_check` plus anything in `more` not already in it, keeping order.
-pub fn union(mut to_check: Vec<ConfigDir>, more: &[ConfigDir]) -> Vec<ConfigDir> {
+pub(crate) fn union(mut to_check: Vec<ConfigDir>, more: &[ConfigDir]) -> Vec<ConfigDir> {
     for d in more {
         if !to_check.contains(d) {
             to_check.push(d.clone());
@@ -59,17 +59,17 @@ pub fn union(mut to_check: Vec<ConfigDir>, more: &[ConfigDir]) -> Vec<ConfigDir>
     to_check
 }
 
-pub struct ValidateOptions {
+pub(crate) struct ValidateOptions {
     /// `None`: the working tree of a clone.
-    pub rev: Option<String>,
+    pub(crate) rev: Option<String>,
     /// Every directory, not only those changed since the upstream branch.
-    pub all: bool,
+    pub(crate) all: bool,
 }
 
 /// `rollgate validate`: the push's checks, run by an author before pushing.
-pub fn validate(repo: &Repository, opts: &ValidateOptions, ui: &Ui) -> Result<()> {
+pub(crate) fn validate(repo: &Repository, opts: &ValidateOptions, ui: &Ui) -> Result<()> {
     let snapshot = match &opts.rev {
-        Some(r) => Snapshot::of_commit(repo, crate::repo::resolve(repo, r)?)?,
+        Some(r) => Snapshot::of_commit(repo, crate::source::repo::resolve(repo, r)?)?,
         None => Snapshot::Workdir {
             root: repo
                 .workdir()

@@ -7,24 +7,24 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
-use crate::host::{self, HostResult};
-use crate::journal::{Action, History, Journal, Recorder};
-use crate::plan;
-use crate::repo::{Snapshot, short, short_str};
-use crate::report::{Ui, seconds};
-use crate::revision::Revision;
-use crate::worktree::Worktree;
+use crate::record::journal::{Action, History, Journal, Recorder};
+use crate::rollout::host::{self, HostResult};
+use crate::rollout::plan;
+use crate::source::repo::{Snapshot, short, short_str};
+use crate::source::revision::Revision;
+use crate::source::worktree::Worktree;
+use crate::ui::{Ui, seconds};
 
 /// One service of one host, put back.
-pub struct Restored {
-    pub host: String,
+pub(crate) struct Restored {
+    pub(crate) host: String,
     /// `server02 sshd (to 1a2b3c4d5e)`
-    pub what: String,
+    pub(crate) what: String,
 }
 
 /// Restores every attempted service of `hosts`; `history` is the journal
 /// as it was before the failed run, `failed_rev` what that run deployed.
-pub fn restore(
+pub(crate) fn restore(
     repo: &Repository,
     history: &History,
     hosts: &[&HostResult<'_>],

@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::error::Failed;
-use crate::journal;
-use crate::report::Ui;
+use crate::record::journal;
+use crate::ui::Ui;
 
-pub struct DeployLock {
+pub(crate) struct DeployLock {
     _file: File,
 }
 
 /// Waits up to `wait` for the lock, telling the user who holds it, and
 /// again every `heartbeat` so an idle-cutting proxy keeps the push alive.
-pub fn acquire(
+pub(crate) fn acquire(
     git_dir: &Path,
     holder: &str,
     wait: Duration,
@@ -89,7 +89,7 @@ fn holder_of(file: &mut File) -> String {
 
 /// Whether a deploy holds the lock right now (for `status`, which must not
 /// call a running deploy "interrupted").
-pub fn is_held(git_dir: &Path) -> Result<bool> {
+pub(crate) fn is_held(git_dir: &Path) -> Result<bool> {
     let path = journal::dir_of(git_dir).join("lock");
     let file = match File::open(&path) {
         Ok(f) => f,

@@ -6,21 +6,21 @@ use std::collections::{BTreeMap, HashSet};
 use anyhow::{Context, Result, bail};
 
 use crate::config::{self, Config, Group, Service};
-use crate::repo::Snapshot;
+use crate::source::repo::Snapshot;
 
 /// One versioned config directory, e.g. `files/sshd/9.6` of service `sshd`
 /// with `version = "9.6"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigDir {
-    pub service: String,
-    pub path: String,
+pub(crate) struct ConfigDir {
+    pub(crate) service: String,
+    pub(crate) path: String,
     /// The values the source's placeholders took for this directory.
-    pub vars: BTreeMap<String, String>,
+    pub(crate) vars: BTreeMap<String, String>,
 }
 
 impl ConfigDir {
     /// `sshd 9.6`: the service and its version, as people say it.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self.version() {
             v if v.is_empty() => self.service.clone(),
             v => format!("{} {v}", self.service),
@@ -28,7 +28,7 @@ impl ConfigDir {
     }
 
     /// The values of the source's placeholders, e.g. `9.6`.
-    pub fn version(&self) -> String {
+    pub(crate) fn version(&self) -> String {
         self.vars
             .values()
             .map(String::as_str)
@@ -37,17 +37,17 @@ impl ConfigDir {
     }
 }
 
-pub struct Revision<'r> {
-    pub snapshot: Snapshot<'r>,
-    pub config: Config,
+pub(crate) struct Revision<'r> {
+    pub(crate) snapshot: Snapshot<'r>,
+    pub(crate) config: Config,
     /// Every directory matching a service's `source`, sorted by path.
-    pub dirs: Vec<ConfigDir>,
+    pub(crate) dirs: Vec<ConfigDir>,
 }
 
 impl<'r> Revision<'r> {
     /// Reads and checks `rollgate.toml`, finds the config directories, and
     /// makes sure every directory a group refers to exists.
-    pub fn load(snapshot: Snapshot<'r>) -> Result<Revision<'r>> {
+    pub(crate) fn load(snapshot: Snapshot<'r>) -> Result<Revision<'r>> {
         let origin = format!("{} at {}", config::FILE_NAME, snapshot.describe());
         let text = snapshot
             .read_file(config::FILE_NAME)?
@@ -78,7 +78,7 @@ impl<'r> Revision<'r> {
     }
 
     /// The directory of each service a group deploys, in service order.
-    pub fn group_dirs(&self, group: &Group) -> Result<Vec<ConfigDir>> {
+    pub(crate) fn group_dirs(&self, group: &Group) -> Result<Vec<ConfigDir>> {
         let mut out = Vec::new();
         for name in &group.services {
             let service = self
@@ -125,7 +125,7 @@ impl<'r> Revision<'r> {
     /// The directories whose content differs from `base`; all of them when
     /// there is no base or `rollgate.toml` itself changed, since then any
     /// command or inventory may have changed.
-    pub fn changed_since(&self, base: Option<&Revision<'_>>) -> Result<Vec<ConfigDir>> {
+    pub(crate) fn changed_since(&self, base: Option<&Revision<'_>>) -> Result<Vec<ConfigDir>> {
         let Some(base) = base else {
             return Ok(self.dirs.clone());
         };

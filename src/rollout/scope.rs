@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use crate::config::Config;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// The config's `default_group`.
     Default,
     Group(String),
@@ -27,16 +27,16 @@ impl std::fmt::Display for Scope {
 
 /// What a push asked for with `-o`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushRequest {
-    pub scope: Scope,
-    pub validate_only: bool,
+pub(crate) struct PushRequest {
+    pub(crate) scope: Scope,
+    pub(crate) validate_only: bool,
     /// As given, for the journal.
-    pub options: Vec<String>,
+    pub(crate) options: Vec<String>,
 }
 
-pub const KNOWN_OPTIONS: &str = "group=NAME, host=NAME, all, validate-only";
+pub(crate) const KNOWN_OPTIONS: &str = "group=NAME, host=NAME, all, validate-only";
 
-pub fn parse_push_options(options: &[String]) -> Result<PushRequest> {
+pub(crate) fn parse_push_options(options: &[String]) -> Result<PushRequest> {
     let mut scope: Option<(Scope, &str)> = None;
     let mut validate_only = false;
     for opt in options {
@@ -66,14 +66,14 @@ pub fn parse_push_options(options: &[String]) -> Result<PushRequest> {
 
 /// A group and the hosts of it in scope, in inventory order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub group: String,
-    pub hosts: Vec<String>,
+pub(crate) struct Target {
+    pub(crate) group: String,
+    pub(crate) hosts: Vec<String>,
 }
 
 impl Scope {
     /// The groups and hosts this scope names in `config`, in deploy order.
-    pub fn resolve(&self, config: &Config) -> Result<Vec<Target>> {
+    pub(crate) fn resolve(&self, config: &Config) -> Result<Vec<Target>> {
         let whole = |name: &str| {
             let g = config.group(name).expect("caller checked the group");
             Target {

@@ -1,0 +1,7 @@
+//! `rollgate.toml`: its model, the checks that need no git tree, and the
+//! `{placeholder}` templates its commands are written in.
+
+mod model;
+pub(crate) mod template;
+
+pub(crate) use model::*;

@@ -1,0 +1,7 @@
+//! What git hands the pre-receive hook, and what each pushed ref means:
+//! stdin lines and push options in, a decision per ref out (pass it
+//! untouched, check it, deploy it). Also installs and removes the hook.
+
+pub(crate) mod input;
+pub(crate) mod install;
+pub(crate) mod refs;

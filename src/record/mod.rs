@@ -1,0 +1,6 @@
+//! What rollgate remembers in the bare repository: the append-only journal,
+//! the deploy lock, and the status and log folded from the journal.
+
+pub(crate) mod journal;
+pub(crate) mod lock;
+pub(crate) mod status;
