@@ -105,6 +105,11 @@ pub(crate) fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Fini
     for name in git_env_names() {
         expr = expr.env_remove(name);
     }
+    crate::ui::debug(format_args!(
+        "run {argv:?} in {} (timeout {})",
+        cwd.display(),
+        humantime::format_duration(timeout)
+    ));
     let handle = expr.start().map_err(|error| Failure::NotStarted {
         program: program.clone(),
         error,
@@ -121,6 +126,15 @@ pub(crate) fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Fini
         Err(error) => return Err(Failure::NotStarted { program, error }),
     };
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    crate::ui::debug(format_args!(
+        "{program}: {}, {} bytes of output",
+        if timed_out {
+            "timed out".to_string()
+        } else {
+            describe_status(output.status)
+        },
+        output.stdout.len()
+    ));
     if timed_out {
         return Err(Failure::TimedOut {
             program,

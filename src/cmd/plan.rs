@@ -11,6 +11,8 @@ use super::scope_args::ScopeArgs;
 /// Show, per host, what deploying REV would change, as a diff
 #[derive(Args)]
 pub(crate) struct PlanArgs {
+    /// The revision to compare with what each host runs: a commit id, tag,
+    /// branch or expression such as main~3
     #[arg(long, value_name = "REV")]
     rev: String,
     #[command(flatten)]

@@ -12,6 +12,8 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::config::template::Template;
+use crate::error::UserError;
+use crate::ui;
 
 pub(crate) const FILE_NAME: &str = "rollgate.toml";
 pub(crate) const DEFAULT_BRANCH: &str = "main";
@@ -144,8 +146,12 @@ impl Config {
     /// Parses and checks the file's text; `origin` names where it came from
     /// (e.g. `rollgate.toml at 1a2b3c4`) in every error.
     pub(crate) fn parse(text: &str, origin: &str) -> Result<Config> {
-        let raw: RawConfig = toml::from_str(text).with_context(|| format!("invalid {origin}"))?;
-        Config::from_raw(raw).with_context(|| format!("invalid {origin}"))
+        let invalid = || UserError::config(format!("invalid {origin}"));
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let hint = unknown_key_hint(&e);
+            anyhow::Error::new(e).context(invalid().hint_opt(hint))
+        })?;
+        Config::from_raw(raw).with_context(invalid)
     }
 
     fn from_raw(raw: RawConfig) -> Result<Config> {
@@ -256,12 +262,14 @@ impl Config {
             .find(|g| g.hosts.iter().any(|h| h == host))
     }
 
+    /// The groups, for an error message (at most `ui::LIST_CAP` of them).
     pub(crate) fn group_names(&self) -> String {
-        names(self.groups.iter().map(|g| g.name.as_str()))
+        ui::capped(self.groups.iter().map(|g| g.name.as_str()))
     }
 
+    /// The hosts, for an error message: a fleet of 1,000 is not listed.
     pub(crate) fn host_names(&self) -> String {
-        names(
+        ui::capped(
             self.groups
                 .iter()
                 .flat_map(|g| g.hosts.iter().map(String::as_str)),
@@ -436,6 +444,16 @@ fn parse_argv(argv: &[String]) -> Result<Vec<Template>> {
     argv.iter().map(|a| Template::parse(a)).collect()
 }
 
+/// "did you mean" for serde's `unknown field `defualt_group`, expected one
+/// of `branch`, `default_group`, ...`.
+pub(crate) fn unknown_key_hint(err: &toml::de::Error) -> Option<String> {
+    let message = err.message();
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, expected) = rest.split_once('`')?;
+    let choices: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    crate::error::suggest(key, choices)
+}
+
 /// Group, host and service names end up in argv and paths: keep them plain.
 fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -502,6 +520,12 @@ batch = 20
     fn typo_in_a_key_is_an_error_with_line_and_column() {
         let e = err(&GOOD.replace("default_group", "defualt_group"));
         assert!(e.contains("defualt_group") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_key_gets_a_suggestion() {
+        let err = Config::parse(&GOOD.replace("default_group", "defualt_group"), "x").unwrap_err();
+        assert_eq!(crate::error::hints(&err), ["did you mean `default_group`?"]);
     }
 
     #[test]

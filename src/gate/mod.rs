@@ -33,10 +33,14 @@ pub(crate) fn gate(
         .chain(also_needed)
         .map(|d| d.path.clone())
         .collect();
+    // Shown here, where it happened; the error only sums it up, so the
+    // pusher does not read the same reason twice.
     let worktree = Worktree::create(&rev.snapshot, &paths).map_err(|e| {
-        let msg = format!("{e:#}");
-        ui.line(format_args!("  FAILED {msg}"));
-        anyhow::Error::new(Failed(msg))
+        ui.line(format_args!("  FAILED {e:#}"));
+        anyhow::Error::new(Failed(format!(
+            "validation failed at {}",
+            rev.snapshot.describe()
+        )))
     })?;
     let rev_id = rev
         .snapshot

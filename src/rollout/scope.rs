@@ -4,6 +4,7 @@
 use anyhow::{Result, bail};
 
 use crate::config::Config;
+use crate::error::{self, UserError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -35,6 +36,7 @@ pub(crate) struct PushRequest {
 }
 
 pub(crate) const KNOWN_OPTIONS: &str = "group=NAME, host=NAME, all, validate-only";
+const OPTION_NAMES: &[&str] = &["group", "host", "all", "validate-only"];
 
 pub(crate) fn parse_push_options(options: &[String]) -> Result<PushRequest> {
     let mut scope: Option<(Scope, &str)> = None;
@@ -48,7 +50,14 @@ pub(crate) fn parse_push_options(options: &[String]) -> Result<PushRequest> {
                 validate_only = true;
                 continue;
             }
-            _ => bail!("unknown push option {opt:?} (rollgate knows: {KNOWN_OPTIONS})"),
+            _ => {
+                let name = opt.split_once('=').map_or(opt.as_str(), |(n, _)| n);
+                return Err(UserError::usage(format!(
+                    "unknown push option {opt:?} (rollgate knows: {KNOWN_OPTIONS})"
+                ))
+                .hint_opt(error::suggest(name, OPTION_NAMES.iter().copied()))
+                .into());
+            }
         };
         if let Some((_, earlier)) = &scope {
             bail!(
@@ -95,10 +104,13 @@ impl Scope {
             },
             Scope::Group(name) => {
                 if config.group(name).is_none() {
-                    bail!(
+                    let groups = config.groups.iter().map(|g| g.name.as_str());
+                    return Err(UserError::usage(format!(
                         "no group {name:?} in rollgate.toml (groups: {})",
                         config.group_names()
-                    );
+                    ))
+                    .hint_opt(error::suggest(name, groups))
+                    .into());
                 }
                 Ok(vec![whole(name)])
             }
@@ -107,10 +119,15 @@ impl Scope {
                     group: g.name.clone(),
                     hosts: vec![host.clone()],
                 }]),
-                None => bail!(
-                    "no host {host:?} in rollgate.toml (hosts: {})",
-                    config.host_names()
-                ),
+                None => {
+                    let hosts = config.groups.iter().flat_map(|g| &g.hosts);
+                    Err(UserError::usage(format!(
+                        "no host {host:?} in rollgate.toml (hosts: {})",
+                        config.host_names()
+                    ))
+                    .hint_opt(error::suggest(host, hosts.map(String::as_str)))
+                    .into())
+                }
             },
             Scope::All => {
                 if config.groups.is_empty() {

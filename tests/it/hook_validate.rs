@@ -703,3 +703,33 @@ fn push_changing_no_config_directory_checks_nothing() {
         .assert_lacks("FAILED");
     env.assert_tmp_empty();
 }
+
+/// `ROLLGATE_LOG=debug` traces every command the hook starts, with its argv
+/// and how it ended, so "what did it actually run?" has an answer.
+#[test]
+fn debug_log_traces_every_spawned_command() {
+    let env = Env::new();
+    env.pushed_infra();
+    env.append(SSHD_92, "# a comment");
+    env.commit("touch sshd 9.2");
+    let mut cmd = env.command("git");
+    cmd.current_dir(env.work())
+        .args(["push", "-o", "validate-only", "origin", "main"])
+        .env("ROLLGATE_LOG", "debug");
+    let out = env.run(cmd);
+    out.assert_ok();
+    let traced = out.lines_with(&["debug: run", "/usr/sbin/sshd", "-t"]);
+    assert_eq!(traced.len(), 1, "the sshd check is not traced once\n{out}");
+    assert!(
+        !out.lines_with(&["debug: /usr/sbin/sshd", "exit status 0"])
+            .is_empty(),
+        "how the check ended is not traced\n{out}"
+    );
+    // Without the variable, no trace reaches the pusher.
+    env.append(SSHD_92, "# another");
+    env.commit("touch again");
+    env.push(&["-o", "validate-only"])
+        .assert_ok()
+        .assert_lacks("debug:");
+    env.assert_tmp_empty();
+}

@@ -9,6 +9,7 @@
 mod support;
 
 mod fleet;
+mod help;
 mod hook_install;
 mod hook_validate;
 mod rollback;
