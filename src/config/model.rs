@@ -11,17 +11,13 @@ use anyhow::{Context, Result, bail};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use crate::config::placeholders::{Builtin, Site};
 use crate::config::template::Template;
 use crate::error::UserError;
 use crate::ui;
 
 pub(crate) const FILE_NAME: &str = "rollgate.toml";
 pub(crate) const DEFAULT_BRANCH: &str = "main";
-
-/// Placeholders rollgate itself fills in; vars may not reuse these names.
-pub(crate) const BUILTIN_CHECK: &[&str] = &["dir", "file", "service", "rev", "worktree"];
-pub(crate) const BUILTIN_DEPLOY: &[&str] = &["dir", "host", "group", "service", "rev", "worktree"];
-const RESERVED: &[&str] = &["dir", "file", "host", "group", "service", "rev", "worktree"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,42 +179,34 @@ impl Config {
                 }
             }
             for var in g.vars.keys() {
-                if RESERVED.contains(&var.as_str()) {
+                if Builtin::named(var).is_some() {
                     bail!(
                         "groups.{name}.vars.{var}: `{var}` is a built-in placeholder and cannot be a var"
                     );
                 }
             }
-            let group_services = match g.services {
-                Some(list) => {
-                    for s in &list {
-                        if !services.iter().any(|x| &x.name == s) {
-                            bail!(
+            let group_services: Vec<&Service> = match &g.services {
+                Some(list) => list
+                    .iter()
+                    .map(|s| {
+                        services.iter().find(|x| &x.name == s).with_context(|| {
+                            format!(
                                 "groups.{name}.services: no service named {s:?} (known: {})",
-                                services
-                                    .iter()
-                                    .map(|s| s.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            );
-                        }
-                    }
-                    list
-                }
-                None => services.iter().map(|s| s.name.clone()).collect(),
+                                names(services.iter().map(|s| s.name.as_str()))
+                            )
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+                None => services.iter().collect(),
             };
             let group = Group {
                 name: name.clone(),
                 hosts: g.hosts,
                 vars: g.vars,
                 batch: g.batch,
-                services: group_services,
+                services: group_services.iter().map(|s| s.name.clone()).collect(),
             };
-            for sname in &group.services {
-                let service = services
-                    .iter()
-                    .find(|s| &s.name == sname)
-                    .expect("checked above");
+            for service in group_services {
                 group.check_vars_for(service)?;
             }
             groups.push(group);
@@ -250,6 +238,12 @@ impl Config {
 
     pub(crate) fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The service a config directory of this revision belongs to.
+    pub(crate) fn service_named(&self, name: &str) -> Result<&Service> {
+        self.service(name)
+            .with_context(|| format!("no service {name:?} in {FILE_NAME}"))
     }
 
     pub(crate) fn group(&self, name: &str) -> Option<&Group> {
@@ -299,25 +293,26 @@ impl Service {
             .flat_map(|t| t.vars().map(String::from))
             .collect();
         for var in &source_vars {
-            if RESERVED.contains(&var.as_str()) {
+            if Builtin::named(var).is_some() {
                 bail!(
                     "source: `{{{var}}}` is a built-in placeholder; name the version var otherwise"
                 );
             }
         }
         let check = parse_argv(&s.check).context("check")?;
-        let allowed: Vec<&str> = BUILTIN_CHECK
-            .iter()
-            .copied()
-            .chain(source_vars.iter().map(String::as_str))
-            .collect();
+        let known = |var: &str| {
+            Builtin::named(var).is_some_and(|b| b.allowed_in(Site::Check))
+                || source_vars.contains(var)
+        };
         for t in &check {
             for var in t.vars() {
-                if !allowed.contains(&var) {
+                if !known(var) {
+                    let mut choices = Builtin::list(Site::Check);
+                    choices.extend(source_vars.iter().map(|v| format!("{{{v}}}")));
                     bail!(
                         "check: unknown placeholder {{{var}}} in `{}` (a check knows {})",
                         t.raw(),
-                        names(allowed.iter().map(|v| format!("{{{v}}}")))
+                        names(choices)
                     );
                 }
             }
@@ -392,7 +387,10 @@ impl Group {
     /// Every placeholder of the service's source and host commands must be a
     /// built-in or one of this group's vars.
     fn check_vars_for(&self, service: &Service) -> Result<()> {
-        let known = |var: &str| BUILTIN_DEPLOY.contains(&var) || self.vars.contains_key(var);
+        let known = |var: &str| {
+            Builtin::named(var).is_some_and(|b| b.allowed_in(Site::Host))
+                || self.vars.contains_key(var)
+        };
         let mut templates: Vec<(&str, &Template)> =
             service.source.iter().map(|t| ("source", t)).collect();
         for (key, argv) in service.host_steps() {
@@ -562,5 +560,19 @@ batch = 20
     fn unknown_default_group_names_the_choices() {
         let e = err(&GOOD.replace("\"canary\"\n[services", "\"canry\"\n[services"));
         assert!(e.contains("canry") && e.contains("canary, farm"), "{e}");
+    }
+}
+
+/// The example in `examples/infra` is what new users copy: it must parse.
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../examples/infra/rollgate.toml");
+        let config = Config::parse(text, "examples/infra/rollgate.toml").unwrap();
+        assert!(config.default_group.is_some());
+        assert!(!config.services.is_empty());
     }
 }

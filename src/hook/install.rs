@@ -62,16 +62,16 @@ pub(crate) fn install(repo: &Repository, binary: &Path, force: bool) -> Result<I
         // Write beside and rename, so git never runs a half-written hook.
         let tmp = dir.join(".pre-receive.rollgate-tmp");
         fs::write(&tmp, &script).with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot make {} executable", tmp.display()))?;
         fs::rename(&tmp, &hook).with_context(|| format!("cannot write {}", hook.display()))?;
     }
-    let mut local = repo
-        .config()?
-        .open_level(ConfigLevel::Local)
-        .context("cannot open the repository's config")?;
+    let mut local = local_config(repo)?;
     if !matches!(local.get_bool("receive.advertisePushOptions"), Ok(true)) {
-        local.set_bool("receive.advertisePushOptions", true)?;
-        local.set_bool(OWNED_SETTING, true)?;
+        local
+            .set_bool("receive.advertisePushOptions", true)
+            .and_then(|()| local.set_bool(OWNED_SETTING, true))
+            .with_context(|| format!("cannot write {}", repo.path().join("config").display()))?;
     }
     Ok(Installed {
         hook,
@@ -108,12 +108,21 @@ pub(crate) fn uninstall(repo: &Repository) -> Result<Uninstalled> {
     } else {
         None
     };
-    let mut local = repo.config()?.open_level(ConfigLevel::Local)?;
+    let mut local = local_config(repo)?;
     if matches!(local.get_bool(OWNED_SETTING), Ok(true)) {
         let _ = local.remove("receive.advertisePushOptions");
-        local.remove(OWNED_SETTING)?;
+        local
+            .remove(OWNED_SETTING)
+            .with_context(|| format!("cannot write {}", repo.path().join("config").display()))?;
     }
     Ok(Uninstalled { hook, restored })
+}
+
+/// The repository's own config file (not the user's or the system's).
+fn local_config(repo: &Repository) -> Result<git2::Config> {
+    repo.config()
+        .and_then(|c| c.open_level(ConfigLevel::Local))
+        .with_context(|| format!("cannot open {}", repo.path().join("config").display()))
 }
 
 fn free_backup_path(hook: &Path) -> PathBuf {

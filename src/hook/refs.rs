@@ -179,7 +179,7 @@ fn prepare_ref<'r>(
     let opts = DeployOptions {
         push_options: request.options.clone(),
         also_check: rev.changed_since(base.as_ref())?,
-        deploy: !request.validate_only,
+        validate_only: request.validate_only,
         expect_ref: Some((u.refname.clone(), u.old)),
         // rollout decides from the journal whether this takes hosts back.
         ..DeployOptions::new(Action::Deploy)

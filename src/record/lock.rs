@@ -69,10 +69,13 @@ pub(crate) fn acquire(
             }
         }
     }
-    file.set_len(0)?;
-    file.rewind()?;
-    file.write_all(holder.as_bytes())?;
-    file.flush()?;
+    // The text only names the holder for whoever waits; the OS lock is
+    // what counts.
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(holder.as_bytes()))
+        .and_then(|()| file.flush())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(DeployLock { _file: file })
 }
 

@@ -29,10 +29,7 @@ pub(crate) fn show(
         loaded: HashMap::new(),
     };
     for t in targets {
-        let group = rev
-            .config
-            .group(&t.group)
-            .expect("targets come from this config");
+        let group = &t.group;
         let dirs = rev.group_dirs(group)?;
         for host in &t.hosts {
             writeln!(out, "== {host} (group {})", group.name)?;

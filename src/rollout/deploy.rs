@@ -25,8 +25,8 @@ pub(crate) struct DeployOptions {
     pub(crate) push_options: Vec<String>,
     /// Directories to check besides those deployed (a push's changes).
     pub(crate) also_check: Vec<ConfigDir>,
-    /// `false`: check, deploy nothing (`-o validate-only`).
-    pub(crate) deploy: bool,
+    /// Check, deploy nothing (`-o validate-only`).
+    pub(crate) validate_only: bool,
     /// For a push: the ref and the value git will compare before moving it.
     /// If it changed while the deploy waited for the lock, git will refuse
     /// the update, so nothing may be deployed.
@@ -40,7 +40,7 @@ impl DeployOptions {
             dry_run: false,
             push_options: Vec::new(),
             also_check: Vec::new(),
-            deploy: true,
+            validate_only: false,
             expect_ref: None,
         }
     }
@@ -78,12 +78,12 @@ pub(crate) fn prepare<'r>(
 ) -> Result<Prepared<'r>> {
     // A validate-only push needs no scope, unless it names one (then the
     // name must still be right).
-    if !opts.deploy && *scope == Scope::Default {
+    if opts.validate_only && *scope == Scope::Default {
         return prepare_targets(rev, Vec::new(), String::new(), opts, ui);
     }
     let targets = scope.resolve(&rev.config)?;
     let described = match scope {
-        Scope::Default => format!("group {} (default)", targets[0].group),
+        Scope::Default => format!("group {} (default)", targets[0].group.name),
         other => other.to_string(),
     };
     prepare_targets(rev, targets, described, opts, ui)
@@ -98,18 +98,14 @@ pub(crate) fn prepare_targets<'r>(
     ui: &Ui,
 ) -> Result<Prepared<'r>> {
     let mut deployed = Vec::new();
-    if opts.deploy {
+    if !opts.validate_only {
         for t in &targets {
-            let group = rev
-                .config
-                .group(&t.group)
-                .expect("targets come from this config");
-            deployed = gate::union(deployed, &rev.group_dirs(group)?);
+            deployed = gate::union(deployed, &rev.group_dirs(&t.group)?);
         }
     }
     let to_check = gate::union(std::mem::take(&mut opts.also_check), &deployed);
     let worktree = gate::gate(&rev, &to_check, &deployed, "", ui)?;
-    let plan = if opts.deploy {
+    let plan = if !opts.validate_only {
         Some(plan::build(&rev, &worktree, &targets)?)
     } else {
         None

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::config::Group;
+use crate::config::placeholders::Values;
 use crate::rollout::scope::Target;
 use crate::source::revision::Revision;
 use crate::source::worktree::Worktree;
@@ -103,10 +104,7 @@ pub(crate) fn build(rev: &Revision<'_>, worktree: &Worktree, targets: &[Target])
         .to_string();
     let mut stages = Vec::new();
     for t in targets {
-        let group = rev
-            .config
-            .group(&t.group)
-            .expect("targets are resolved from this config");
+        let group = &t.group;
         let hosts = t
             .hosts
             .iter()
@@ -143,22 +141,19 @@ pub(crate) fn host_job(
         if only.is_some_and(|o| o != dir.service) {
             continue;
         }
-        let service = rev
-            .config
-            .service(&dir.service)
-            .expect("dirs come from this config");
+        let service = rev.config.service_named(&dir.service)?;
         let abs = worktree.path_of(&dir.path).display().to_string();
-        let lookup = |name: &str| -> Option<String> {
-            match name {
-                "dir" => Some(abs.clone()),
-                "host" => Some(host.to_string()),
-                "group" => Some(group.name.clone()),
-                "service" => Some(service.name.clone()),
-                "rev" => Some(rev_id.clone()),
-                "worktree" => Some(worktree.root().display().to_string()),
-                other => group.vars.get(other).cloned(),
-            }
+        let values = Values {
+            dir: Some(abs),
+            host: Some(host),
+            group: Some(&group.name),
+            service: Some(&service.name),
+            rev: Some(&rev_id),
+            worktree: Some(worktree.root().display().to_string()),
+            vars: Some(&group.vars),
+            ..Values::default()
         };
+        let lookup = |name: &str| values.get(name);
         let mut steps = Vec::new();
         for (role, argv) in service.host_steps() {
             let argv = argv

@@ -98,10 +98,10 @@ fn targets_in(old: &Revision<'_>, hosts: &[String], ui: &Ui) -> Vec<Target> {
             ));
             continue;
         };
-        match targets.iter_mut().find(|t| t.group == group.name) {
+        match targets.iter_mut().find(|t| t.group.name == group.name) {
             Some(t) => t.hosts.push(host.clone()),
             None => targets.push(Target {
-                group: group.name.clone(),
+                group: group.clone(),
                 hosts: vec![host.clone()],
             }),
         }

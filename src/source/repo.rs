@@ -278,7 +278,10 @@ fn write_tree(repo: &Repository, tree: &Tree<'_>, dest: &Path, rel: &str) -> Res
                     fs::write(&target, blob.content())
                         .with_context(|| format!("cannot write {}", target.display()))?;
                     if mode == MODE_EXEC {
-                        fs::set_permissions(&target, fs::Permissions::from_mode(0o755))?;
+                        fs::set_permissions(&target, fs::Permissions::from_mode(0o755))
+                            .with_context(|| {
+                                format!("cannot make {} executable", target.display())
+                            })?;
                     }
                 }
             }
@@ -289,12 +292,15 @@ fn write_tree(repo: &Repository, tree: &Tree<'_>, dest: &Path, rel: &str) -> Res
 
 fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
     for entry in fs::read_dir(src).with_context(|| format!("cannot read {}", src.display()))? {
-        let entry = entry?;
+        let entry = entry.with_context(|| format!("cannot read {}", src.display()))?;
         let from = entry.path();
         let to = dest.join(entry.file_name());
-        let kind = entry.file_type()?;
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("cannot read {}", from.display()))?;
         if kind.is_symlink() {
-            let link = fs::read_link(&from)?;
+            let link =
+                fs::read_link(&from).with_context(|| format!("cannot read {}", from.display()))?;
             std::os::unix::fs::symlink(&link, &to)
                 .with_context(|| format!("cannot create symlink {}", to.display()))?;
         } else if kind.is_dir() {

@@ -81,13 +81,14 @@ impl<'r> Revision<'r> {
     pub(crate) fn group_dirs(&self, group: &Group) -> Result<Vec<ConfigDir>> {
         let mut out = Vec::new();
         for name in &group.services {
-            let service = self
-                .config
-                .service(name)
-                .expect("config checks group services");
-            let path = service
-                .source_path(&group.vars)
-                .expect("config checks group vars");
+            let service = self.config.service_named(name)?;
+            let path = service.source_path(&group.vars).with_context(|| {
+                format!(
+                    "group {}: no value for a placeholder of {}",
+                    group.name,
+                    service.source_raw()
+                )
+            })?;
             if !self.snapshot.is_dir(&path)? {
                 bail!(
                     "group {}: service {} needs {path}, which does not exist in {} ({} has {})",
