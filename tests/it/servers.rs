@@ -241,15 +241,27 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGTERM, up to 5 s to end, then SIGKILL; then SIGKILL whatever it
-    /// had started that is still there (sshd's per-connection processes
-    /// outlive the listener).
+    /// Stops what the daemon started (sshd's per-connection processes,
+    /// Apache's children), deepest first so that each one's parent is still
+    /// there to reap it; then the daemon itself (SIGTERM, up to 5 s, then
+    /// SIGKILL); then SIGKILLs whatever of it is somehow still there.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         let pid = child.id();
         let started = descendants(pid);
+        // Only if it is still the same process (pids are reused); a zombie
+        // has no command line.
+        let alive =
+            |(p, cmdline): &(u32, String)| !cmdline.is_empty() && cmdline_of(*p) == *cmdline;
+        for d in started.iter().rev().filter(|d| alive(d)) {
+            let _ = kill(Pid::from_raw(d.0 as i32), Signal::SIGTERM);
+        }
+        let until = Instant::now() + Duration::from_secs(2);
+        while started.iter().any(alive) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         let until = Instant::now() + Duration::from_secs(5);
         loop {
@@ -263,11 +275,8 @@ impl Daemon {
                 }
             }
         }
-        for (p, cmdline) in started {
-            // Only if it is still the same process (pids are reused).
-            if !cmdline.is_empty() && cmdline_of(p) == cmdline {
-                let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
-            }
+        for d in started.iter().filter(|d| alive(d)) {
+            let _ = kill(Pid::from_raw(d.0 as i32), Signal::SIGKILL);
         }
     }
 }
@@ -698,37 +707,45 @@ impl Served {
                 .env("GIT_CONFIG_COUNT", "1")
                 .env("GIT_CONFIG_KEY_0", "init.defaultBranch")
                 .env("GIT_CONFIG_VALUE_0", "main");
-            env.run(cmd).assert_ok();
+            cmd
         };
         let as_owner = |path: &Path, text: &str| {
             fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
             account.chown(path);
         };
 
-        // 1. The documented first step: `gitolite setup -pk admin.pub`.
-        let admin = user_key(env, "admin");
-        let admin_pub = home.join("admin.pub");
-        as_owner(&admin_pub, &(pub_key(&admin) + "\n"));
-        gitolite(&["setup", "-pk", path_str(&admin_pub)]);
-
-        // 2. The repository with rollgate's hook, made before gitolite
-        //    knows it (gitolite adopts an existing bare repository).
-        let bare = home.join("repositories/infra.git");
-        let mut cmd = account.command(env, "git");
-        cmd.args(["init", "-q", "--bare", "-b", "main", path_str(&bare)]);
-        env.run(cmd).assert_ok();
-        install_hook(env, account, &bare);
-
-        // 3. Server-side administration: the rc, the users' keys, the
-        //    access rules; then `gitolite setup` compiles them, installs its
-        //    own hooks and writes authorized_keys.
-        let rc = home.join(".gitolite.rc");
-        let text = fs::read_to_string(&rc).expect("gitolite setup wrote its rc");
-        assert!(
-            text.contains(RC_KEYS_DEFAULT),
-            "unexpected .gitolite.rc:\n{text}"
-        );
-        as_owner(&rc, &text.replace(RC_KEYS_DEFAULT, RC_KEYS));
+        // Server-side administration, all written before the one
+        // `gitolite setup -pk admin.pub` (which keeps an existing rc and
+        // conf, and adopts existing repositories): the rc (gitolite's
+        // default, allowing gitolite.conf to set the push-options key), the
+        // access rules, the users' keys, and the repository with rollgate's
+        // hook installed (as the hosting account).
+        for dir in [
+            ".gitolite",
+            ".gitolite/conf",
+            ".gitolite/keydir",
+            ".gitolite/logs",
+            "repositories",
+        ] {
+            fs::create_dir(home.join(dir)).unwrap();
+            account.chown(&home.join(dir));
+        }
+        let cmd = gitolite(&["print-default-rc"]);
+        let rc = env.run(cmd).assert_ok().stdout.clone();
+        assert!(rc.contains(RC_KEYS_DEFAULT), "unexpected default rc:\n{rc}");
+        let mut rc = rc.replace(RC_KEYS_DEFAULT, RC_KEYS);
+        // No git-daemon or gitweb here: without their access-list triggers
+        // `gitolite setup` takes half the time.
+        for feature in ["'daemon',", "'gitweb',"] {
+            let line = rc
+                .lines()
+                .find(|l| l.trim() == feature)
+                .unwrap_or_else(|| panic!("no {feature} line in the default rc:\n{rc}"))
+                .to_string();
+            rc = rc.replace(&format!("{line}\n"), "");
+        }
+        as_owner(&home.join(".gitolite.rc"), &rc);
+        as_owner(&home.join(".gitolite/conf/gitolite.conf"), GITOLITE_CONF);
         for user in ["alice", "erin"] {
             let key = user_key(env, user);
             as_owner(
@@ -736,8 +753,16 @@ impl Served {
                 &(pub_key(&key) + "\n"),
             );
         }
-        as_owner(&home.join(".gitolite/conf/gitolite.conf"), GITOLITE_CONF);
-        gitolite(&["setup"]);
+        let bare = home.join("repositories/infra.git");
+        let mut cmd = account.command(env, "git");
+        cmd.args(["init", "-q", "--bare", "-b", "main", path_str(&bare)]);
+        env.run(cmd).assert_ok();
+        install_hook(env, account, &bare);
+        let admin = user_key(env, "admin");
+        let admin_pub = home.join("admin.pub");
+        as_owner(&admin_pub, &(pub_key(&admin) + "\n"));
+        cmd = gitolite(&["setup", "-pk", path_str(&admin_pub)]);
+        env.run(cmd).assert_ok();
 
         // gitolite's own hook is `update`; rollgate's shim is still there.
         let hooks = bare.join("hooks");
@@ -779,6 +804,26 @@ impl Served {
             account,
             bare,
         }
+    }
+
+    /// The gitolite scenario of issue 10: [`Served::gitolite`] with `spec`
+    /// pushed and deployed by alice (`main` at the returned id, one run in
+    /// the journal), and a further commit in the clone (the second id) that
+    /// erin, allowed only `dev/`, can try to push:
+    ///
+    /// ```text
+    /// let (s, a, b) = Served::gitolite_denial_scenario(&Spec::standard());
+    /// let before = s.fleet.tree("server04");
+    /// let out = s.push_as("erin", &["-o", "all"], &["main"]);
+    /// out.assert_failed().assert_contains("DENIED");
+    /// assert_eq!(s.ref_of(MAIN).as_deref(), Some(a.as_str()));
+    /// assert_eq!(s.fleet.tree("server04"), before);   // fails before issue 10's fix
+    /// ```
+    pub fn gitolite_denial_scenario(spec: &Spec) -> (Served, String, String) {
+        let s = Served::gitolite();
+        let a = s.start(spec);
+        let b = s.fleet.change("erin's work");
+        (s, a, b)
     }
 
     pub fn env(&self) -> &Env {
@@ -1046,13 +1091,13 @@ fn gitolite_streams_live_and_records_gl_user() {
 /// gitolite's branch permissions still apply: erin may write `dev/...`
 /// (rollgate passes it untouched, nothing deployed) but not `main`
 /// (gitolite's `update` hook says DENIED, the client sees it, `main` stays).
+/// What the hosts hold after the denied push is issue 10's to assert: git
+/// runs pre-receive before gitolite's `update` hook.
 #[test]
 fn gitolite_branch_permissions_allow_erin_dev_and_deny_her_main() {
-    let mut s = Served::gitolite();
-    let a = s.start(&Spec::standard());
+    let (mut s, a, b) = Served::gitolite_denial_scenario(&Spec::standard());
     assert_eq!(s.whos(), ["alice"]);
 
-    let b = s.fleet.change("erin's work");
     let out = s.push_as("erin", &[], &["main:refs/heads/dev/x"]);
     s.assert_landed(&out, "refs/heads/dev/x", &b);
     out.assert_contains("passed untouched");
