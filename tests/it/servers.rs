@@ -103,6 +103,13 @@ static ACCOUNTS: Mutex<()> = Mutex::new(());
 /// and processes: whoever loses the `useradd` race finds the account made.
 pub fn account(name: &'static str, shell: &str) -> Account {
     let _one_at_a_time = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    // /proc/self belongs to the effective user.
+    let euid = fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid());
+    assert_eq!(
+        euid, 0,
+        "the server tests run as root, as CI does: they create the accounts \
+         {GIT_ACCOUNT} and {GITOLITE_ACCOUNT} and start sshd and apache, which switch to them"
+    );
     let home = format!("/var/lib/{name}");
     if lookup(name).is_none() {
         let out = Command::new("useradd")
