@@ -69,7 +69,7 @@ use serde_json::Value;
 use crate::fleet::{Fleet, MAIN, Running, Spec, runs_of};
 use crate::rollout::{Gate, gated_deploy};
 use crate::ssh_hosts::{SSH_OPTS, free_port, keygen};
-use crate::support::{Env, Outcome, ROLLGATE, SSHD_96, path_str};
+use crate::support::{Env, Outcome, ROLLGATE, SSHD_92, SSHD_96, path_str};
 
 /// The SSH (login shell `git-shell`) and Apache account.
 pub const GIT_ACCOUNT: &str = "rollgate-git";
@@ -112,7 +112,7 @@ pub fn account(name: &'static str, shell: &str) -> Account {
     );
     let home = format!("/var/lib/{name}");
     if lookup(name).is_none() {
-        let out = Command::new("useradd")
+        let out = Command::new("/usr/sbin/useradd")
             .args(["--system", "--user-group", "--no-create-home"])
             .args([
                 "--home-dir",
@@ -146,7 +146,7 @@ pub fn account(name: &'static str, shell: &str) -> Account {
 
 /// `getent passwd NAME`: the account and its login shell.
 fn lookup(name: &'static str) -> Option<(Account, String)> {
-    let out = Command::new("getent")
+    let out = Command::new("/usr/bin/getent")
         .args(["passwd", name])
         .output()
         .ok()?;
@@ -1056,6 +1056,7 @@ fn serves_a_pusher(mut s: Served, user: &str, second: Option<&str>) {
     );
     assert_eq!(runs[1].start["who"], who);
     assert_eq!(runs[1].start["options"], serde_json::json!(["group=farm"]));
+    s.fleet.assert_on("server01", &b, SSHD_92);
     s.fleet.assert_on("server04", &a, SSHD_96);
 
     // A rejection reaches the client; the ref stays.
