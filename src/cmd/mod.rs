@@ -2,6 +2,7 @@
 //! arguments into plain values and calls the library.
 
 mod deploy;
+mod docs;
 mod hook;
 mod plan;
 mod rollback;
@@ -51,6 +52,8 @@ enum Command {
     Plan(plan::PlanArgs),
     Status(status::StatusArgs),
     Log(status::LogArgs),
+    Completions(docs::CompletionsArgs),
+    Man(docs::ManArgs),
 }
 
 /// `--repo`, which every command takes.
@@ -74,6 +77,8 @@ pub fn main() -> ExitCode {
         Command::Plan(a) => plan::run(a, &ui),
         Command::Status(a) => status::status(a, &ui),
         Command::Log(a) => status::log(a, &ui),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

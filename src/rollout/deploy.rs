@@ -4,7 +4,7 @@
 //! Preparing (everything that can refuse) is apart from running, so a push
 //! with several refs can be refused as a whole before any host is touched.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
 use crate::gate;
@@ -133,12 +133,9 @@ impl Prepared<'_> {
                 &plan.rev[..10],
                 self.scope
             ));
-            changes::show(
-                repo,
-                &self.rev,
-                &self.targets,
-                &mut std::io::stdout().lock(),
-            )?;
+            let hosts = changes::compute(repo, &self.rev, &self.targets)?;
+            changes::render(&hosts, &mut std::io::stdout().lock())
+                .context("cannot write to standard output")?;
             plan.show(ui);
             return Ok(());
         }
