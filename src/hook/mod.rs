@@ -4,4 +4,5 @@
 
 pub(crate) mod input;
 pub(crate) mod install;
+pub(crate) mod pre_push;
 pub(crate) mod refs;
