@@ -3,6 +3,7 @@ use std::io::Read;
 use crate::hook::input;
 use crate::hook::install;
 use crate::hook::refs;
+use crate::record::keeper;
 use crate::rollout::scope;
 use crate::source::repo;
 use crate::ui::Ui;
@@ -30,6 +31,17 @@ pub(crate) enum HookCommand {
     PreReceive {
         #[command(flatten)]
         repo: RepoArg,
+    },
+    /// Started by the hook: holds the deploy lock (its stdin) until git's
+    /// receive-pack, process PID, has exited
+    #[command(hide = true)]
+    KeepLock {
+        #[arg(long)]
+        pid: i32,
+        /// The process's start time (/proc/PID/stat), so a reused pid is
+        /// never waited for
+        #[arg(long)]
+        started: u64,
     },
 }
 
@@ -80,6 +92,10 @@ pub(crate) fn run(command: HookCommand, ui: &Ui) -> Result<()> {
             let request = scope::parse_push_options(&input::push_options_from_env()?)?;
             let repo = repo::open(r.repo.as_deref())?;
             refs::pre_receive(&repo, &updates, &request, ui)
+        }
+        HookCommand::KeepLock { pid, started } => {
+            keeper::keep(keeper::Process { pid, started });
+            Ok(())
         }
     }
 }

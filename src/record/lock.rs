@@ -1,6 +1,8 @@
 //! `rollgate/lock`: an OS file lock held for a whole deploy, so two pushes
-//! never deploy at once. The kernel drops it when the holder dies, so a
-//! `kill -9` leaves no stale lock; the file's text only names the holder.
+//! never deploy at once, and for a push until git has moved its refs (a
+//! keeper process holds it after the hook). The kernel drops it when its
+//! holders die, so a `kill -9` leaves no stale lock; the file's text only
+//! names the holder.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::error::Failed;
-use crate::record::journal;
+use crate::record::{journal, keeper};
 use crate::ui::Ui;
 
 pub(crate) struct DeployLock {
@@ -74,6 +76,15 @@ pub(crate) fn acquire(
     file.write_all(holder.as_bytes())?;
     file.flush()?;
     Ok(DeployLock { _file: file })
+}
+
+impl DeployLock {
+    /// For a push: keeps the lock held after this hook exits, until git
+    /// has finished with the push's refs (see `keeper`), so that a push
+    /// waiting for the lock sees its ref already moved.
+    pub(crate) fn hold_until_git_is_done(&self) -> Result<()> {
+        keeper::spawn(&self._file)
+    }
 }
 
 fn holder_of(file: &mut File) -> String {
