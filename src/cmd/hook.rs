@@ -4,7 +4,6 @@ use crate::hook::input;
 use crate::hook::install;
 use crate::hook::refs;
 use crate::record::keeper;
-use crate::rollout::scope;
 use crate::source::repo;
 use crate::ui::Ui;
 use anyhow::{Context, Result};
@@ -89,9 +88,11 @@ pub(crate) fn run(command: HookCommand, ui: &Ui) -> Result<()> {
                 .read_to_string(&mut input)
                 .context("cannot read the hook's input")?;
             let updates = input::parse_updates(&input)?;
-            let request = scope::parse_push_options(&input::push_options_from_env()?)?;
+            // Parsed only once a ref is acted on: a push that passes
+            // untouched ignores options meant for other tools.
+            let options = input::push_options_from_env()?;
             let repo = repo::open(r.repo.as_deref())?;
-            refs::pre_receive(&repo, &updates, &request, ui)
+            refs::pre_receive(&repo, &updates, &options, ui)
         }
         HookCommand::KeepLock { pid, started } => {
             keeper::keep(keeper::Process { pid, started });
