@@ -36,6 +36,20 @@ pub(crate) fn hooks_dir(repo: &Repository) -> Result<PathBuf> {
 }
 
 pub(crate) fn install(repo: &Repository, binary: &Path, force: bool) -> Result<Installed> {
+    if let Some(work_tree) = repo.workdir() {
+        // git refuses a push to the checked-out branch only after
+        // pre-receive: rollgate would deploy what git then throws away.
+        bail!(
+            "{} is not a bare repository (it has the work tree {}): git checks a push \
+             against the checked-out branch only after the pre-receive hook, so a deploy \
+             could run for a push git then refuses\n\
+             hint: serve a bare clone instead: git clone --bare {} infra.git, then \
+             rollgate hook install --repo infra.git",
+            repo.path().display(),
+            work_tree.display(),
+            work_tree.display()
+        );
+    }
     let dir = hooks_dir(repo)?;
     let hook = dir.join("pre-receive");
     let script = TEMPLATE.replace("@ROLLGATE@", &shell_quote(&binary.display().to_string()));
