@@ -73,9 +73,15 @@ fn default_lock_wait() -> Duration {
     Duration::from_secs(60)
 }
 fn default_pusher_env() -> Vec<String> {
-    ["GL_USERNAME", "GITEA_PUSHER_NAME", "REMOTE_USER", "USER"]
-        .map(String::from)
-        .to_vec()
+    [
+        "GL_USER",
+        "GL_USERNAME",
+        "GITEA_PUSHER_NAME",
+        "REMOTE_USER",
+        "USER",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_heartbeat() -> Duration {
     Duration::from_secs(20)

@@ -14,5 +14,6 @@ mod hook_install;
 mod hook_validate;
 mod rollback;
 mod rollout;
+mod servers;
 mod ssh_hosts;
 mod validate_cli;
