@@ -10,6 +10,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use crate::fleet::{Fleet, MAIN, Running, Spec, Tree, cwd_of, sh, wait_until};
+use crate::servers::Served;
 use crate::support::{Env, SSHD_92, SSHD_96, path_str};
 
 const FARM: [&str; 3] = ["server01", "server02", "server03"];
@@ -365,4 +366,40 @@ fn the_lock_keeper_ends_with_receive_pack() {
     out.assert_contains("cannot reach server04");
     wait_until("the failed push's keeper to end", || keepers(&f).is_empty());
     f.assert_clean();
+}
+
+// ---- gitolite ----------------------------------------------------------------------
+
+/// A real gitolite3 over ssh: erin may write only `dev/`. Her push of
+/// `main` with `-o all`, and of `refs/deploy/all`, is DENIED by gitolite's
+/// `update` hook, which rollgate runs before deploying: no host touched,
+/// gitolite's words shown, no run journaled. alice's push still deploys,
+/// so the hook did not just refuse everything.
+#[test]
+fn gitolite_denies_erin_main_and_deploy_all_and_no_host_is_touched() {
+    let (mut s, a, b) = Served::gitolite_denial_scenario(&Spec::standard());
+    let before = trees(&s.fleet);
+    let runs = s.fleet.runs().len();
+
+    let out = s.push_as("erin", &["-o", "all"], &["main"]);
+    s.assert_refused(&out, MAIN, Some(&a));
+    out.assert_contains("DENIED")
+        .assert_contains("update hook")
+        .assert_contains("nothing was deployed")
+        .assert_lacks("deploying");
+    assert_eq!(trees(&s.fleet), before, "a host changed\n{out}");
+
+    let out = s.push_as("erin", &[], &[&format!("{b}:refs/deploy/all")]);
+    s.assert_refused(&out, "refs/deploy/all", None);
+    out.assert_contains("DENIED").assert_lacks("deploying");
+    assert_eq!(trees(&s.fleet), before, "a host changed\n{out}");
+    assert_eq!(s.fleet.runs().len(), runs, "{:#?}", s.fleet.runs());
+
+    let out = s.push_as("alice", &["-o", "group=farm"], &["main"]);
+    s.assert_landed(&out, MAIN, &b);
+    for h in FARM {
+        s.fleet.assert_on(h, &b, SSHD_92);
+    }
+    assert_eq!(s.whos(), ["alice", "alice"]);
+    s.assert_clean();
 }
