@@ -350,6 +350,29 @@ fn race(rounds: std::ops::Range<u32>) {
     f.assert_clean();
 }
 
+/// One push, two refs that deploy (`main` and `refs/deploy/farm`): the
+/// first run keeps the lock for the rest of the push, and the second run,
+/// in the same hook, uses it instead of waiting for it.
+#[test]
+fn a_push_deploying_two_refs_takes_the_lock_once() {
+    let f = Fleet::new();
+    let mut spec = Spec::standard();
+    spec.top.push("lock_wait = \"3s\"".into());
+    f.start(&spec);
+    let b = f.change("b");
+
+    let out = f.env.git_push(&["origin", "main", "main:refs/deploy/farm"]);
+    f.assert_landed(&out, &b);
+    out.assert_lacks("waiting");
+    assert_eq!(f.env.remote_ref("refs/deploy/farm").as_deref(), Some(&*b));
+    f.assert_on("server04", &b, SSHD_96);
+    for h in FARM {
+        f.assert_on(h, &b, SSHD_92);
+    }
+    wait_until("the keeper to end", || keepers(&f).is_empty());
+    f.assert_clean();
+}
+
 /// The keeper never outlives receive-pack, whether the push landed or was
 /// refused after the hook took the lock (a failing deploy).
 #[test]
