@@ -146,31 +146,37 @@ fn receive_pack() -> Option<Process> {
     })
 }
 
-/// `git-receive-pack ...` or `git receive-pack ...` (git's options may
-/// come between, e.g. `git -c x=y receive-pack`).
+/// Whether process `pid` is a `git receive-pack`.
 fn is_receive_pack(pid: i32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let mut args = cmdline
+    let args: Vec<String> = cmdline
         .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned());
-    let Some(arg0) = args.next() else {
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    runs_receive_pack(&args)
+}
+
+/// `git-receive-pack ...` or `git receive-pack ...` (git's own options may
+/// come first, e.g. `git -c x=y receive-pack`), by any path.
+fn runs_receive_pack(args: &[String]) -> bool {
+    let Some((arg0, rest)) = args.split_first() else {
         return false;
     };
-    let program = Path::new(&arg0)
+    let program = Path::new(arg0)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     match program.as_str() {
         "git-receive-pack" => true,
         "git" => {
-            let mut args = args.peekable();
-            while let Some(a) = args.next() {
+            let mut rest = rest.iter();
+            while let Some(a) = rest.next() {
                 match a.as_str() {
                     "-c" | "-C" | "--git-dir" | "--work-tree" | "--namespace" | "--exec-path"
                     | "--config-env" => {
-                        args.next();
+                        rest.next();
                     }
                     s if s.starts_with('-') => {}
                     s => return s == "receive-pack",
@@ -210,6 +216,25 @@ mod tests {
             Some(std::os::unix::process::parent_id())
         );
         assert!(!is_receive_pack(me));
+    }
+
+    #[test]
+    fn knows_receive_pack_by_its_command_line() {
+        let args = |line: &str| line.split(' ').map(String::from).collect::<Vec<_>>();
+        assert!(runs_receive_pack(&args("git-receive-pack /srv/infra.git")));
+        assert!(runs_receive_pack(&args(
+            "/usr/lib/git-core/git-receive-pack infra"
+        )));
+        assert!(runs_receive_pack(&args(
+            "git receive-pack --stateless-rpc ."
+        )));
+        assert!(runs_receive_pack(&args(
+            "/usr/bin/git -c a=b receive-pack x"
+        )));
+        assert!(!runs_receive_pack(&args("git upload-pack x")));
+        assert!(!runs_receive_pack(&args("git -c receive-pack upload-pack")));
+        assert!(!runs_receive_pack(&args("sh -c git-receive-pack x")));
+        assert!(!runs_receive_pack(&[]));
     }
 
     #[test]

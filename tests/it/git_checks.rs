@@ -373,6 +373,63 @@ fn a_push_deploying_two_refs_takes_the_lock_once() {
     f.assert_clean();
 }
 
+/// While git runs the `update` hook after rollgate's hook has exited, the
+/// deploy lock is still held, by the keeper, which waits for that very
+/// receive-pack; also when rollgate's shim is started by a wrapper hook
+/// (as gitolite's multi-hook driver does) rather than by git directly.
+#[test]
+fn the_lock_is_held_while_git_runs_the_update_hook_even_behind_a_wrapper() {
+    let f = Fleet::new();
+    let a = f.start(&Spec::standard());
+    let hooks = f.env.remote().join("hooks");
+    fs::rename(
+        hooks.join("pre-receive"),
+        hooks.join("pre-receive.rollgate"),
+    )
+    .unwrap();
+    let wrapper = hooks.join("pre-receive");
+    fs::write(
+        &wrapper,
+        "#!/bin/sh\n\"$(dirname \"$0\")/pre-receive.rollgate\" \"$@\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    // git's own run of the update hook (no quarantine any more) looks.
+    update_hook(
+        &f,
+        r#"#!/bin/sh
+test -n "$GIT_QUARANTINE_PATH" && exit 0
+{
+  echo "receive-pack $PPID"
+  pgrep -a -f "hook keep-lock"
+  if flock -n rollgate/lock true; then echo "lock free"; else echo "lock held"; fi
+} > seen
+"#,
+    );
+    let b = f.change("b");
+    let out = f.env.push(&[]);
+    f.assert_landed(&out, &b);
+    f.assert_on("server04", &b, SSHD_96);
+    assert_ne!(a, b);
+
+    let seen = fs::read_to_string(f.env.remote().join("seen")).unwrap();
+    let receive_pack = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("receive-pack "))
+        .unwrap_or_else(|| panic!("{seen}"));
+    assert!(
+        seen.lines().any(|l| l == "lock held"),
+        "the lock was free while git ran the update hook:\n{seen}"
+    );
+    assert!(
+        seen.lines()
+            .any(|l| l.contains("hook keep-lock") && l.contains(&format!("--pid {receive_pack} "))),
+        "no keeper waiting for receive-pack {receive_pack}:\n{seen}"
+    );
+    wait_until("the keeper to end", || keepers(&f).is_empty());
+    f.assert_clean();
+}
+
 /// The keeper never outlives receive-pack, whether the push landed or was
 /// refused after the hook took the lock (a failing deploy).
 #[test]
