@@ -29,7 +29,6 @@ use git2::{Config, ErrorCode, ObjectType, Oid, Repository};
 
 use crate::error::Failed;
 use crate::hook::input::RefUpdate;
-use crate::hook::install;
 use crate::source::repo::short;
 
 /// Runs the checks at most once per push, when its first ref is about to be
@@ -64,7 +63,7 @@ fn check(repo: &Repository, updates: &[RefUpdate]) -> Result<()> {
         .context("cannot read the repository's git config")?;
     let rules = Rules::read(&config)?;
     let heads = CheckedOut::of(repo)?;
-    let hook = update_hook(repo)?;
+    let hook = update_hook(repo, &config);
     for u in updates {
         rules.apply(repo, &heads, u)?;
         if let Some(hook) = &hook {
@@ -263,12 +262,18 @@ impl CheckedOut {
     }
 }
 
-/// The `update` hook git would run: `update` in the hooks directory
-/// (`core.hooksPath` honoured), if executable.
-fn update_hook(repo: &Repository) -> Result<Option<PathBuf>> {
-    let path = install::hooks_dir(repo)?.join("update");
+/// The `update` hook git would run: `update` in `core.hooksPath` or else
+/// `<git dir>/hooks`, if executable. A relative `core.hooksPath` is taken
+/// as git takes it: relative to receive-pack's working directory, which is
+/// this hook's too (the git directory, for a push even in a non-bare
+/// repository).
+fn update_hook(repo: &Repository, config: &Config) -> Option<PathBuf> {
+    let dir = config
+        .get_path("core.hooksPath")
+        .unwrap_or_else(|_| repo.path().join("hooks"));
+    let path = dir.join("update");
     let runnable = rustix::fs::access(&path, rustix::fs::Access::EXEC_OK).is_ok();
-    Ok((runnable && path.is_file()).then_some(path))
+    (runnable && path.is_file()).then_some(path)
 }
 
 fn run_update_hook(hook: &Path, u: &RefUpdate) -> Result<()> {

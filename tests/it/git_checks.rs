@@ -144,6 +144,41 @@ fn an_update_hook_refusing_a_ref_rejects_the_push_before_any_host_is_touched() {
     f.assert_clean();
 }
 
+/// `core.hooksPath` (relative: to the bare repository, where git runs push
+/// hooks) is where git finds the `update` hook, and so does rollgate.
+#[test]
+fn the_update_hook_is_found_through_core_hooks_path() {
+    let f = Fleet::new();
+    let remote = f.env.bare_repo_without_hook();
+    f.env
+        .git_ok(&remote, &["config", "core.hooksPath", "custom-hooks"]);
+    f.env
+        .rollgate(&["hook", "install", "--repo", path_str(&remote)])
+        .assert_ok();
+    assert!(remote.join("custom-hooks/pre-receive").is_file());
+    f.env.clone_repo();
+    f.env.write_infra();
+    f.write_spec(&Spec::standard());
+    let a = f.env.commit("initial config");
+    f.assert_landed(&f.env.push(&[]), &a);
+    let hook = remote.join("custom-hooks/update");
+    fs::write(
+        &hook,
+        "#!/bin/sh\necho \"custom update hook: no $1\" >&2\nexit 7\n",
+    )
+    .unwrap();
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    let before = trees(&f);
+    f.change("b");
+
+    let out = f.env.push(&[]);
+    f.assert_rejected(&out, Some(&a));
+    out.assert_contains("custom update hook: no refs/heads/main")
+        .assert_contains("exit status 7");
+    assert_eq!(trees(&f), before, "a host changed\n{out}");
+    f.assert_clean();
+}
+
 // ---- git's own refusals ---------------------------------------------------------
 
 /// `receive.denyNonFastForwards`: a forced rewind of `main` is refused
