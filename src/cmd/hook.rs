@@ -4,7 +4,7 @@ use crate::hook::input;
 use crate::hook::install;
 use crate::hook::pre_push;
 use crate::hook::refs;
-use crate::rollout::scope;
+use crate::record::keeper;
 use crate::source::repo;
 use crate::ui::Ui;
 use anyhow::{Context, Result};
@@ -49,6 +49,17 @@ pub(crate) enum HookCommand {
         url: Option<String>,
         #[command(flatten)]
         repo: RepoArg,
+    },
+    /// Started by the hook: holds the deploy lock (its stdin) until git's
+    /// receive-pack, process PID, has exited
+    #[command(hide = true)]
+    KeepLock {
+        #[arg(long)]
+        pid: i32,
+        /// The process's start time (/proc/PID/stat), so a reused pid is
+        /// never waited for
+        #[arg(long)]
+        started: u64,
     },
 }
 
@@ -108,9 +119,15 @@ pub(crate) fn run(command: HookCommand, ui: &Ui) -> Result<()> {
                 .read_to_string(&mut input)
                 .context("cannot read the hook's input")?;
             let updates = input::parse_updates(&input)?;
-            let request = scope::parse_push_options(&input::push_options_from_env()?)?;
+            // Parsed only once a ref is acted on: a push that passes
+            // untouched ignores options meant for other tools.
+            let options = input::push_options_from_env()?;
             let repo = repo::open(r.repo.as_deref())?;
-            refs::pre_receive(&repo, &updates, &request, ui)
+            refs::pre_receive(&repo, &updates, &options, ui)
+        }
+        HookCommand::KeepLock { pid, started } => {
+            keeper::keep(keeper::Process { pid, started });
+            Ok(())
         }
         HookCommand::PrePush { repo: r, .. } => {
             let mut input = String::new();

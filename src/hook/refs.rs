@@ -8,10 +8,11 @@ use anyhow::{Context, Result, bail};
 use git2::{Oid, Repository};
 
 use crate::config;
+use crate::hook::git_checks::GitChecks;
 use crate::hook::input::RefUpdate;
 use crate::record::journal::Action;
 use crate::rollout::deploy::{self, DeployOptions, Prepared};
-use crate::rollout::scope::{PushRequest, Scope};
+use crate::rollout::scope::{self, PushRequest, Scope};
 use crate::source::repo::{Snapshot, short};
 use crate::source::revision::Revision;
 use crate::ui::Ui;
@@ -24,13 +25,14 @@ const DEPLOY_PREFIX: &str = "refs/deploy/";
 pub(crate) fn pre_receive(
     repo: &Repository,
     updates: &[RefUpdate],
-    request: &PushRequest,
+    options: &[String],
     ui: &Ui,
 ) -> Result<()> {
+    let git = GitChecks::new(updates);
     let mut prepared = Vec::new();
     for u in updates {
-        if let Some(p) =
-            prepare(repo, u, request, ui).with_context(|| format!("{} rejected", u.refname))?
+        if let Some(p) = prepare(repo, u, options, &git, ui)
+            .with_context(|| format!("{} rejected", u.refname))?
         {
             prepared.push((u, p));
         }
@@ -42,11 +44,14 @@ pub(crate) fn pre_receive(
     Ok(())
 }
 
-/// What one ref update asks for: `None` when it passes untouched.
+/// What one ref update asks for: `None` when it passes untouched. Push
+/// options are read only for a ref rollgate acts on: a push that passes
+/// untouched ignores them (`-o ci.skip` is another tool's).
 fn prepare<'r>(
     repo: &'r Repository,
     u: &RefUpdate,
-    request: &PushRequest,
+    options: &[String],
+    git: &GitChecks<'_>,
     ui: &Ui,
 ) -> Result<Option<Prepared<'r>>> {
     if let Some(name) = u.refname.strip_prefix(DEPLOY_PREFIX) {
@@ -57,6 +62,7 @@ fn prepare<'r>(
             ));
             return Ok(None);
         };
+        let request = scope::parse_push_options(options)?;
         if request.scope != Scope::Default || request.validate_only {
             bail!(
                 "a push to {} names its scope in the ref; drop the -o scope options",
@@ -73,7 +79,7 @@ fn prepare<'r>(
             validate_only: false,
             options: request.options.clone(),
         };
-        return prepare_ref(repo, u, new, &forced, ui).map(Some);
+        return prepare_ref(repo, u, new, &forced, git, ui).map(Some);
     }
     if !u.refname.starts_with("refs/heads/") {
         pass(u, "not a branch", ui);
@@ -93,7 +99,8 @@ fn prepare<'r>(
     let Some(new) = u.new else {
         bail!("{} is the deploy branch and cannot be deleted", u.refname);
     };
-    prepare_ref(repo, u, new, request, ui).map(Some)
+    let request = scope::parse_push_options(options)?;
+    prepare_ref(repo, u, new, &request, git, ui).map(Some)
 }
 
 fn pass(u: &RefUpdate, why: &str, ui: &Ui) {
@@ -158,13 +165,18 @@ fn default_branch() -> String {
 
 /// Checks `new` (what changed since the ref's old value, plus what the
 /// scope deploys) and plans its deploy unless the push is validate-only.
+/// A push that deploys first passes what git checks after this hook.
 fn prepare_ref<'r>(
     repo: &'r Repository,
     u: &RefUpdate,
     new: Oid,
     request: &PushRequest,
+    git: &GitChecks<'_>,
     ui: &Ui,
 ) -> Result<Prepared<'r>> {
+    if !request.validate_only {
+        git.before_deploying(repo)?;
+    }
     let commit = repo
         .find_commit(new)
         .with_context(|| format!("{} is not a commit", short(new)))?;

@@ -9,6 +9,7 @@
 mod support;
 
 mod fleet;
+mod git_checks;
 mod help;
 mod hook_install;
 mod hook_validate;
