@@ -39,6 +39,23 @@ pub(crate) fn hooks_dir(repo: &Repository) -> Result<PathBuf> {
 }
 
 pub(crate) fn install(repo: &Repository, binary: &Path, force: bool) -> Result<Installed> {
+    if let Some(work_tree) = repo.workdir() {
+        // git refuses a push to the checked-out branch only after
+        // pre-receive: rollgate would deploy what git then throws away.
+        return Err(UserError::usage(format!(
+            "{} is not a bare repository (it has the work tree {}): git checks a push \
+             against the checked-out branch only after the pre-receive hook, so a deploy \
+             could run for a push git then refuses",
+            repo.path().display(),
+            work_tree.display(),
+        ))
+        .hint(format!(
+            "serve a bare clone instead: git clone --bare {} infra.git, then \
+             rollgate hook install --repo infra.git",
+            work_tree.display()
+        ))
+        .into());
+    }
     let installed = write_hook(repo, "pre-receive", TEMPLATE, binary, force)?;
     let mut local = local_config(repo)?;
     if !matches!(local.get_bool("receive.advertisePushOptions"), Ok(true)) {
