@@ -13,7 +13,8 @@ use super::RepoArg;
 
 #[derive(Subcommand)]
 pub(crate) enum HookCommand {
-    /// Write hooks/pre-receive and turn on receive.advertisePushOptions
+    /// Write hooks/pre-receive, turn on receive.advertisePushOptions, and
+    /// write rollgate/policy.toml with its defaults if there is none
     Install {
         #[command(flatten)]
         repo: RepoArg,
@@ -41,6 +42,12 @@ pub(crate) fn run(command: HookCommand, ui: &Ui) -> Result<()> {
                 .and_then(|p| p.canonicalize())
                 .context("cannot find the rollgate binary's own path")?;
             let done = install::install(&repo, &binary, force)?;
+            if let Some(policy) = &done.policy {
+                ui.line(format_args!(
+                    "wrote the server's policy with its defaults: {} (see `rollgate policy show`)",
+                    policy.display()
+                ));
+            }
             if let Some(backup) = &done.backup {
                 ui.line(format_args!(
                     "kept the previous hook as {}",

@@ -14,7 +14,6 @@ use serde::Deserialize;
 use crate::config::template::Template;
 
 pub(crate) const FILE_NAME: &str = "rollgate.toml";
-pub(crate) const DEFAULT_BRANCH: &str = "main";
 
 /// Placeholders rollgate itself fills in; vars may not reuse these names.
 pub(crate) const BUILTIN_CHECK: &[&str] = &["dir", "file", "service", "rev", "worktree"];
@@ -24,15 +23,15 @@ const RESERVED: &[&str] = &["dir", "file", "host", "group", "service", "rev", "w
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    #[serde(default = "default_branch")]
-    branch: String,
+    /// Moved to the server's policy: read only to say so.
+    branch: Option<toml::Spanned<serde::de::IgnoredAny>>,
     default_group: Option<String>,
     #[serde(default)]
     on_failure: OnFailure,
     #[serde(default = "default_lock_wait", with = "humantime_serde")]
     lock_wait: Duration,
-    #[serde(default = "default_pusher_env")]
-    pusher_env: Vec<String>,
+    /// Moved to the server's policy: read only to say so.
+    pusher_env: Option<toml::Spanned<serde::de::IgnoredAny>>,
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
     heartbeat: Duration,
     #[serde(default)]
@@ -66,16 +65,8 @@ struct RawGroup {
     services: Option<Vec<String>>,
 }
 
-fn default_branch() -> String {
-    DEFAULT_BRANCH.into()
-}
 fn default_lock_wait() -> Duration {
     Duration::from_secs(60)
-}
-fn default_pusher_env() -> Vec<String> {
-    ["GL_USERNAME", "GITEA_PUSHER_NAME", "REMOTE_USER", "USER"]
-        .map(String::from)
-        .to_vec()
 }
 fn default_heartbeat() -> Duration {
     Duration::from_secs(20)
@@ -101,14 +92,11 @@ pub(crate) enum OnFailure {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    pub(crate) branch: String,
     /// `None` when several groups exist and none is named: deploying without
     /// an explicit scope is then refused instead of guessed.
     pub(crate) default_group: Option<String>,
     pub(crate) on_failure: OnFailure,
     pub(crate) lock_wait: Duration,
-    /// Who a deploy is recorded as: the first of these variables that is set.
-    pub(crate) pusher_env: Vec<String>,
     /// After this long without output, a deploy prints a line anyway, so
     /// proxies and CI runners do not cut a long push.
     pub(crate) heartbeat: Duration,
@@ -145,6 +133,19 @@ impl Config {
     /// (e.g. `rollgate.toml at 1a2b3c4`) in every error.
     pub(crate) fn parse(text: &str, origin: &str) -> Result<Config> {
         let raw: RawConfig = toml::from_str(text).with_context(|| format!("invalid {origin}"))?;
+        for (key, found) in [("branch", &raw.branch), ("pusher_env", &raw.pusher_env)] {
+            if let Some(at) = found {
+                let line = text[..at.span().start.min(text.len())]
+                    .matches('\n')
+                    .count()
+                    + 1;
+                bail!(
+                    "invalid {origin}: line {line}: `{key}` moved to rollgate/policy.toml in the bare \
+                     repository (the server decides it, not a push)\n\
+                     hint: delete the line; an admin sets it in the server's policy (`rollgate policy show`)"
+                );
+            }
+        }
         Config::from_raw(raw).with_context(|| format!("invalid {origin}"))
     }
 
@@ -231,11 +232,9 @@ impl Config {
             None => None,
         };
         Ok(Config {
-            branch: raw.branch,
             default_group,
             on_failure: raw.on_failure,
             lock_wait: raw.lock_wait,
-            pusher_env: raw.pusher_env,
             heartbeat: raw.heartbeat,
             services,
             groups,
@@ -266,19 +265,6 @@ impl Config {
                 .iter()
                 .flat_map(|g| g.hosts.iter().map(String::as_str)),
         )
-    }
-
-    /// Who is deploying, as the first set variable of `pusher_env` says.
-    pub(crate) fn who(&self) -> String {
-        self.pusher_env
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| "unknown".into())
-    }
-
-    /// The deploy branch as a full ref name.
-    pub(crate) fn branch_ref(&self) -> String {
-        format!("refs/heads/{}", self.branch)
     }
 }
 
@@ -502,6 +488,17 @@ batch = 20
     fn typo_in_a_key_is_an_error_with_line_and_column() {
         let e = err(&GOOD.replace("default_group", "defualt_group"));
         assert!(e.contains("defualt_group") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn keys_the_server_decides_say_where_they_moved() {
+        for line in ["branch = \"main\"", "pusher_env = [\"LANG\"]"] {
+            let e = err(&format!("{line}\n{GOOD}"));
+            assert!(
+                e.contains("line 1") && e.contains("moved to rollgate/policy.toml"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! `rollgate hook install` / `uninstall`: the pre-receive shim and the one
-//! git setting push options need.
+//! `rollgate hook install` / `uninstall`: the pre-receive shim, the one
+//! git setting push options need, and (once) the server's policy file.
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use git2::{ConfigLevel, Repository};
+
+use crate::policy;
 
 const TEMPLATE: &str = include_str!("../../hooks/pre-receive");
 /// Identifies a hook rollgate wrote, so it is never confused with a user's.
@@ -20,6 +23,8 @@ pub(crate) struct Installed {
     pub(crate) hook: PathBuf,
     pub(crate) backup: Option<PathBuf>,
     pub(crate) unchanged: bool,
+    /// The policy file, when this install wrote it (it never overwrites one).
+    pub(crate) policy: Option<PathBuf>,
 }
 
 /// Where git looks for hooks: `core.hooksPath` (relative to the repository
@@ -73,11 +78,33 @@ pub(crate) fn install(repo: &Repository, binary: &Path, force: bool) -> Result<I
         local.set_bool("receive.advertisePushOptions", true)?;
         local.set_bool(OWNED_SETTING, true)?;
     }
+    let policy = write_policy_once(&repo.path().join(policy::FILE))?;
     Ok(Installed {
         hook,
         backup,
         unchanged,
+        policy,
     })
+}
+
+/// Writes the policy with its commented defaults unless a file is there:
+/// after the first install it is the admin's.
+fn write_policy_once(path: &Path) -> Result<Option<PathBuf>> {
+    let dir = path.parent().context("the policy path has no directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut file = match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    file.write_all(policy::DEFAULT_TEXT.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some(path.to_path_buf()))
 }
 
 pub(crate) struct Uninstalled {

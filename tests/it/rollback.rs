@@ -94,7 +94,7 @@ impl World {
 
     /// [`World::toml`] with another deploy command.
     fn toml_deploying(&self, groups: &[(&str, &[&str], &str)], deploy: &[&str]) -> String {
-        let mut t = String::from("branch = \"main\"\ndefault_group = \"canary\"\n");
+        let mut t = String::from("default_group = \"canary\"\n");
         t += &self.top;
         t += "\n";
         t += "[services.sshd]\nsource = \"files/sshd/{version}\"\n";
