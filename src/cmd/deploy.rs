@@ -34,13 +34,9 @@ pub(crate) fn run(args: DeployArgs, ui: &Ui) -> Result<()> {
         policy.require_widen(&format!("deploy to {scope}"))?;
     }
     let commit = repo::resolve(&repo, &args.rev)?;
-    bounds::require_merged(
-        &repo,
-        &policy,
-        commit.id(),
-        &format!("deploy of `{}`", args.rev),
-    )?;
+    let id = commit.id();
     let rev = Revision::load(Snapshot::of_commit(&repo, commit)?)?;
+    bounds::require_merged(&repo, &policy, id, &format!("deploy of `{}`", args.rev))?;
     let opts = DeployOptions {
         dry_run: args.dry_run,
         ..DeployOptions::new(Action::Deploy, &policy)

@@ -12,7 +12,6 @@
 pub(crate) mod bounds;
 pub(crate) mod pin;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
@@ -286,9 +285,10 @@ impl Policy {
 
 /// A broken policy refuses everything: say so once, with the way out.
 fn refuse_all(err: anyhow::Error) -> anyhow::Error {
-    err.context(
-        "the server's policy is broken, so rollgate refuses every push and deploy until it is fixed\n\
-         hint: fix the file on the server; `rollgate policy show` checks it",
+    anyhow!(
+        "{err:#}\n\
+         the server's policy is broken, so rollgate refuses every push and deploy until it is fixed\n\
+         hint: fix the file on the server; `rollgate policy show` checks it"
     )
 }
 
@@ -307,15 +307,6 @@ fn shown(argv: &[Template]) -> String {
         .map(|t| serde_json::to_string(t.raw()).expect("a string serializes"))
         .collect();
     format!("[{}]", parts.join(", "))
-}
-
-impl fmt::Display for Commands {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Commands::Any => "any",
-            Commands::Pinned => "pinned",
-        })
-    }
 }
 
 #[cfg(test)]

@@ -34,9 +34,10 @@ pub(crate) fn rollback(repo: &Repository, opts: RollbackOptions, ui: &Ui) -> Res
     };
     if let Some(to) = &opts.to {
         let commit = repo::resolve(repo, to)?;
-        bounds::require_merged(repo, &policy, commit.id(), &format!("rollback to `{to}`"))?;
+        let id = commit.id();
         let rev = Revision::load(Snapshot::of_commit(repo, commit)?)
             .with_context(|| format!("cannot roll back to `{to}`"))?;
+        bounds::require_merged(repo, &policy, id, &format!("rollback to `{to}`"))?;
         return deploy::deploy(repo, rev, &opts.scope, deploy_opts(), ui);
     }
     // Which hosts are in scope is the current inventory's business; where
