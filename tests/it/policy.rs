@@ -461,3 +461,75 @@ fn a_broken_policy_rejects_every_push_with_file_line_and_column() {
     env.push(&[]).assert_ok();
     env.assert_tmp_empty();
 }
+
+/// The hook runs as the git server's unprivileged user. It reads the policy
+/// an admin (root) wrote with `hook install`; a policy it cannot read is a
+/// broken policy: every push is refused, never "no policy, defaults".
+#[test]
+fn an_unprivileged_hook_reads_the_policy_and_refuses_pushes_when_it_cannot() {
+    let env = Env::new();
+    env.bare_repo();
+    env.clone_repo();
+    env.write_infra();
+    env.host_key();
+    let id = env.commit("initial");
+    let policy = policy_path(&env);
+    let as_root = env.run(env.command("id")).stdout.starts_with("uid=0(");
+    // As root (CI), everything but the policy becomes the git user's
+    // (`nobody`), and the push runs as that user; as a plain user, the
+    // test already is one.
+    let push = || {
+        let mut cmd = env.command(if as_root { "setpriv" } else { "git" });
+        if as_root {
+            cmd.args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "git",
+            ]);
+        }
+        cmd.args(["push", "origin", "main"]);
+        env.run(cmd)
+    };
+    if as_root {
+        let mut chown = env.command("chown");
+        chown.args(["-R", "nobody:nogroup", path_str(env.root())]);
+        env.run(chown).assert_ok();
+        let mut chown = env.command("chown");
+        chown.args(["root:root", path_str(&policy)]);
+        env.run(chown).assert_ok();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&policy, fs::Permissions::from_mode(0o600)).unwrap();
+    // The repository is the git user's now: root's git needs to be told.
+    let main = || {
+        let out = env.git_in(
+            &env.remote(),
+            &[
+                "-c",
+                "safe.directory=*",
+                "rev-parse",
+                "-q",
+                "--verify",
+                MAIN,
+            ],
+        );
+        out.success().then(|| out.stdout.trim().to_string())
+    };
+
+    let out = push();
+
+    out.assert_code(1)
+        .assert_contains("cannot read")
+        .assert_contains("policy.toml")
+        .assert_contains("refuses every push");
+    assert_eq!(main(), None, "{out}");
+
+    // As hook install leaves it (world-readable), the same push deploys.
+    fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = push();
+    out.assert_ok().assert_contains("deployed");
+    assert_eq!(main().as_deref(), Some(id.as_str()), "{out}");
+    env.assert_tmp_empty();
+}
