@@ -101,7 +101,10 @@ fn write_policy_once(path: &Path) -> Result<Option<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
     };
-    file.write_all(policy::DEFAULT_TEXT.as_bytes())
+    // Not secret, and the hook's user (often not the installer) must read it
+    // whatever the installer's umask.
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(policy::DEFAULT_TEXT.as_bytes()))
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Some(path.to_path_buf()))

@@ -4,6 +4,7 @@
 //! comments included, stays as the admin wrote it.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -67,6 +68,10 @@ pub(crate) fn pin(repo: &Repository, policy: &Policy) -> Result<Pinned> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = dir.join(".policy.toml.rollgate-tmp");
     fs::write(&tmp, &new_text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // The hook's user must still read it: keep the old mode, else 0644.
+    let mode = fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Pinned {
         path: path.clone(),
