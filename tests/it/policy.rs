@@ -533,3 +533,36 @@ fn an_unprivileged_hook_reads_the_policy_and_refuses_pushes_when_it_cannot() {
     assert_eq!(main().as_deref(), Some(id.as_str()), "{out}");
     env.assert_tmp_empty();
 }
+
+/// A repository set up before the policy existed: its main still says
+/// `branch = "main"`. Upgrading rollgate must not strand it: the push that
+/// drops the key lands and deploys to the canary its tip names (read
+/// leniently), and a push that keeps the key is told where it moved.
+#[test]
+fn a_repository_from_before_the_policy_upgrades_by_dropping_the_key() {
+    let f = Fleet::new();
+    let spec = Spec::standard();
+    let remote = f.env.bare_repo_without_hook();
+    f.env.clone_repo();
+    f.env.write_infra();
+    let old_style = format!("branch = \"main\"\n{}", spec.render(&f.env, &f.hosts));
+    f.env.write("rollgate.toml", &old_style);
+    let a = f.env.commit("set up before rollgate had a policy");
+    f.env.push(&[]).assert_ok();
+    f.env
+        .rollgate(&["hook", "install", "--repo", path_str(&remote)])
+        .assert_ok();
+
+    f.change("keeps the old key");
+    let out = f.env.push(&[]);
+    f.assert_rejected(&out, Some(&a));
+    out.assert_contains("`branch` moved to rollgate/policy.toml");
+
+    f.write_spec(&spec);
+    let b = f.change("drops the old key");
+    let out = f.env.push(&[]);
+    f.assert_landed(&out, &b);
+    f.assert_on("server04", &b, SSHD_96);
+    assert_eq!(f.deployed("server01"), None);
+    f.assert_clean();
+}
