@@ -170,6 +170,7 @@ fn prepare_ref<'r>(
     if targets.is_empty() {
         let opts = DeployOptions {
             deploy: false,
+            no_deploy_reason: "no host within the deploy branch's default group",
             ..opts
         };
         return deploy::prepare_targets(rev, Vec::new(), String::new(), opts, ui);

@@ -101,10 +101,11 @@ pub(crate) fn bound_to_tip(
         }
         let (kept, left): (Vec<String>, Vec<String>) =
             t.hosts.into_iter().partition(|h| tip_hosts.contains(h));
-        for host in &left {
+        if !left.is_empty() {
             ui.line(format_args!(
-                "{host}: left out: not in the default group ({tip_group}) at {at}; this push puts \
-                 it there, which takes effect from the next push (or widen with -o host={host})"
+                "left out: {}: not in the default group ({tip_group}) at {at}; this push puts \
+                 them there, which takes effect from the next push",
+                left.join(", ")
             ));
         }
         if !kept.is_empty() {
@@ -115,13 +116,16 @@ pub(crate) fn bound_to_tip(
         }
     }
     let deployed: Vec<&String> = out.iter().flat_map(|t| &t.hosts).collect();
-    for host in tip_hosts.iter().filter(|h| !deployed.contains(h)) {
+    let moved: Vec<&str> = tip_hosts
+        .iter()
+        .filter(|h| !deployed.contains(h))
+        .map(String::as_str)
+        .collect();
+    if !moved.is_empty() {
         ui.line(format_args!(
-            "{host}: left out: in the default group at {at}, but not in this push's default group"
+            "left out: {}: in the default group at {at}, but not in this push's",
+            moved.join(", ")
         ));
-    }
-    if out.is_empty() {
-        ui.line("no host deployed: no host is in the default group both here and at the tip");
     }
     out
 }

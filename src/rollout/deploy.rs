@@ -34,6 +34,8 @@ pub(crate) struct DeployOptions {
     pub(crate) expect_ref: Option<(String, Option<Oid>)>,
     /// The server's policy: who is deploying, and which commands may run.
     pub(crate) policy: Policy,
+    /// Why nothing deploys when `deploy` is false, for the pusher.
+    pub(crate) no_deploy_reason: &'static str,
 }
 
 impl DeployOptions {
@@ -41,6 +43,7 @@ impl DeployOptions {
         DeployOptions {
             action,
             policy: policy.clone(),
+            no_deploy_reason: "validate-only",
             dry_run: false,
             push_options: Vec::new(),
             also_check: Vec::new(),
@@ -134,7 +137,10 @@ pub(crate) fn prepare_targets<'r>(
 impl Prepared<'_> {
     pub(crate) fn run(self, repo: &Repository, ui: &Ui) -> Result<()> {
         let Some(plan) = &self.plan else {
-            ui.line("validate-only: nothing deployed");
+            ui.line(format_args!(
+                "{}: nothing deployed",
+                self.opts.no_deploy_reason
+            ));
             return Ok(());
         };
         if self.opts.dry_run {

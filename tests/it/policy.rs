@@ -265,7 +265,7 @@ fn a_push_that_adds_a_host_to_the_default_group_deploys_to_the_old_hosts_only() 
     f.assert_landed(&out, &b);
     f.assert_on("server04", &b, SSHD_96);
     assert_eq!(f.deployed("server05"), None, "server05 was deployed\n{out}");
-    f.assert_line(&out, &["server05", "left out", "next push"]);
+    f.assert_line(&out, &["left out: server05", "next push"]);
     assert_eq!(f.runs().last().unwrap().planned(), ["canary/server04"]);
 
     // From the next push on, server05 is in the bound.
@@ -289,6 +289,11 @@ fn a_push_that_renames_the_default_group_takes_effect_from_the_next_push() {
 
     f.assert_landed(&out, &b);
     f.assert_line(&out, &["default_group is farm", "canary", "next push"]);
+    f.assert_line(
+        &out,
+        &["left out: server01, server02, server03", "next push"],
+    );
+    f.assert_line(&out, &["default group: nothing deployed"]);
     for host in ["server01", "server02", "server03"] {
         assert_eq!(f.deployed(host), None, "{host} was deployed\n{out}");
     }
