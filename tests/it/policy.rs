@@ -323,6 +323,10 @@ fn policy_pin_then_a_changed_deploy_argv_is_refused() {
         "comments lost:\n{text}"
     );
     assert!(text.contains("\"/usr/sbin/sshd\", \"-t\""), "{text}");
+    // Pinning again adds nothing and changes nothing.
+    let again = rollgate_on_remote(&f.env, &["policy", "pin"]);
+    again.assert_ok().assert_contains("(0 new");
+    assert_eq!(fs::read_to_string(policy_path(&f.env)).unwrap(), text);
     let shown = rollgate_on_remote(&f.env, &["policy", "show"]);
     shown
         .assert_ok()
@@ -434,6 +438,14 @@ fn a_repository_without_a_policy_uses_the_defaults() {
         .assert_contains("live_edit = \"warn\"")
         .assert_contains("widen = [\"*\"]");
     assert!(!policy_path(&env).exists(), "show wrote the file");
+
+    // pin starts from the commented defaults when there is no file.
+    let pinned = rollgate_on_remote(&env, &["policy", "pin"]);
+    pinned.assert_ok().assert_contains("3 new");
+    let text = fs::read_to_string(policy_path(&env)).unwrap();
+    assert!(text.contains("# The deploy branch."), "{text}");
+    assert!(text.contains("commands = \"pinned\""), "{text}");
+    assert!(text.contains("\"/usr/sbin/nginx\", \"-t\""), "{text}");
 }
 
 #[test]
