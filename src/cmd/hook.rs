@@ -14,8 +14,9 @@ use super::RepoArg;
 
 #[derive(Subcommand)]
 pub(crate) enum HookCommand {
-    /// Write hooks/pre-receive and turn on receive.advertisePushOptions
-    /// (or, with --pre-push in a clone, the client-side check)
+    /// Write hooks/pre-receive, turn on receive.advertisePushOptions, and
+    /// write rollgate/policy.toml with its defaults if there is none (or,
+    /// with --pre-push in a clone, the client-side check)
     Install {
         #[command(flatten)]
         repo: RepoArg,
@@ -79,6 +80,12 @@ pub(crate) fn run(command: HookCommand, ui: &Ui) -> Result<()> {
             } else {
                 install::install(&repo, &binary, force)?
             };
+            if let Some(policy) = &done.policy {
+                ui.line(format_args!(
+                    "wrote the server's policy with its defaults: {} (see `rollgate policy show`)",
+                    policy.display()
+                ));
+            }
             if let Some(backup) = &done.backup {
                 ui.line(format_args!(
                     "kept the previous hook as {}",

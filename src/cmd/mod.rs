@@ -5,6 +5,7 @@ mod deploy;
 mod docs;
 mod hook;
 mod plan;
+mod policy;
 mod rollback;
 mod scope_args;
 mod status;
@@ -50,6 +51,9 @@ enum Command {
     Deploy(deploy::DeployArgs),
     Rollback(rollback::RollbackArgs),
     Plan(plan::PlanArgs),
+    /// Show or pin the server's policy (rollgate/policy.toml in the bare repository)
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     Status(status::StatusArgs),
     Log(status::LogArgs),
     Completions(docs::CompletionsArgs),
@@ -75,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Deploy(a) => deploy::run(a, &ui),
         Command::Rollback(a) => rollback::run(a, &ui),
         Command::Plan(a) => plan::run(a, &ui),
+        Command::Policy(c) => policy::run(c, &ui),
         Command::Status(a) => status::status(a, &ui),
         Command::Log(a) => status::log(a, &ui),
         Command::Completions(a) => docs::completions(a),

@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use git2::{Config, ErrorCode, ObjectType, Oid, Repository};
 
-use crate::error::Failed;
+use crate::error::{Failed, UserError};
 use crate::hook::input::RefUpdate;
 use crate::source::repo::short;
 
@@ -177,9 +177,10 @@ fn is_commit(repo: &Repository, id: Oid) -> bool {
 }
 
 fn refuse(name: &str, why: &str, hint: &str) -> Result<()> {
-    Err(Failed(format!(
-        "git will refuse {name}: {why}; so nothing was deployed\nhint: {hint}"
+    Err(UserError::failed(format!(
+        "git will refuse {name}: {why}; so nothing was deployed"
     ))
+    .hint(hint)
     .into())
 }
 

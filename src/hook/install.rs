@@ -1,7 +1,8 @@
-//! `rollgate hook install` / `uninstall`: the pre-receive shim and the one
-//! git setting push options need.
+//! `rollgate hook install` / `uninstall`: the pre-receive shim, the one
+//! git setting push options need, and (once) the server's policy file.
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use git2::{ConfigLevel, Repository};
 
 use crate::error::UserError;
+use crate::policy;
 
 const TEMPLATE: &str = include_str!("../../hooks/pre-receive");
 const PRE_PUSH_TEMPLATE: &str = include_str!("../../hooks/pre-push");
@@ -23,6 +25,8 @@ pub(crate) struct Installed {
     pub(crate) hook: PathBuf,
     pub(crate) backup: Option<PathBuf>,
     pub(crate) unchanged: bool,
+    /// The policy file, when this install wrote it (it never overwrites one).
+    pub(crate) policy: Option<PathBuf>,
 }
 
 /// Where git looks for hooks: `core.hooksPath` (relative to the repository
@@ -56,7 +60,7 @@ pub(crate) fn install(repo: &Repository, binary: &Path, force: bool) -> Result<I
         ))
         .into());
     }
-    let installed = write_hook(repo, "pre-receive", TEMPLATE, binary, force)?;
+    let mut installed = write_hook(repo, "pre-receive", TEMPLATE, binary, force)?;
     let mut local = local_config(repo)?;
     if !matches!(local.get_bool("receive.advertisePushOptions"), Ok(true)) {
         local
@@ -64,6 +68,7 @@ pub(crate) fn install(repo: &Repository, binary: &Path, force: bool) -> Result<I
             .and_then(|()| local.set_bool(OWNED_SETTING, true))
             .with_context(|| format!("cannot write {}", repo.path().join("config").display()))?;
     }
+    installed.policy = write_policy_once(&repo.path().join(policy::FILE))?;
     Ok(installed)
 }
 
@@ -130,7 +135,31 @@ fn write_hook(
         hook,
         backup,
         unchanged,
+        policy: None,
     })
+}
+
+/// Writes the policy with its commented defaults unless a file is there:
+/// after the first install it is the admin's.
+fn write_policy_once(path: &Path) -> Result<Option<PathBuf>> {
+    let dir = path.parent().context("the policy path has no directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut file = match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    // Not secret, and the hook's user (often not the installer) must read it
+    // whatever the installer's umask.
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(policy::DEFAULT_TEXT.as_bytes()))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some(path.to_path_buf()))
 }
 
 pub(crate) struct Uninstalled {

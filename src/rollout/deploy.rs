@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
 use crate::gate;
+use crate::policy::Policy;
 use crate::record::journal::Action;
 use crate::rollout::changes;
 use crate::rollout::plan::{self, Plan};
@@ -31,12 +32,18 @@ pub(crate) struct DeployOptions {
     /// If it changed while the deploy waited for the lock, git will refuse
     /// the update, so nothing may be deployed.
     pub(crate) expect_ref: Option<(String, Option<Oid>)>,
+    /// The server's policy: who is deploying, and which commands may run.
+    pub(crate) policy: Policy,
+    /// Why nothing deploys when `deploy` is false, for the pusher.
+    pub(crate) no_deploy_reason: &'static str,
 }
 
 impl DeployOptions {
-    pub(crate) fn new(action: Action) -> DeployOptions {
+    pub(crate) fn new(action: Action, policy: &Policy) -> DeployOptions {
         DeployOptions {
             action,
+            policy: policy.clone(),
+            no_deploy_reason: "validate-only",
             dry_run: false,
             push_options: Vec::new(),
             also_check: Vec::new(),
@@ -97,6 +104,9 @@ pub(crate) fn prepare_targets<'r>(
     mut opts: DeployOptions,
     ui: &Ui,
 ) -> Result<Prepared<'r>> {
+    // Before anything of the revision runs, its checks included.
+    opts.policy
+        .check_commands(&rev.config, &rev.snapshot.describe())?;
     let mut deployed = Vec::new();
     if !opts.validate_only {
         for t in &targets {
@@ -123,7 +133,10 @@ pub(crate) fn prepare_targets<'r>(
 impl Prepared<'_> {
     pub(crate) fn run(self, repo: &Repository, ui: &Ui) -> Result<()> {
         let Some(plan) = &self.plan else {
-            ui.line("validate-only: nothing deployed");
+            ui.line(format_args!(
+                "{}: nothing deployed",
+                self.opts.no_deploy_reason
+            ));
             return Ok(());
         };
         if self.opts.dry_run {
@@ -141,7 +154,7 @@ impl Prepared<'_> {
         }
         let run = RunOptions {
             action: self.opts.action,
-            who: self.rev.config.who(),
+            who: self.opts.policy.who(),
             push_options: self.opts.push_options,
             scope: self.scope,
             expect_ref: self.opts.expect_ref,

@@ -94,7 +94,7 @@ impl World {
 
     /// [`World::toml`] with another deploy command.
     fn toml_deploying(&self, groups: &[(&str, &[&str], &str)], deploy: &[&str]) -> String {
-        let mut t = String::from("branch = \"main\"\ndefault_group = \"canary\"\n");
+        let mut t = String::from("default_group = \"canary\"\n");
         t += &self.top;
         t += "\n";
         t += "[services.sshd]\nsource = \"files/sshd/{version}\"\n";
@@ -627,6 +627,17 @@ fn unknown_or_invalid_revisions_are_refused_naming_them_and_touch_nothing() {
         journal_before,
         "a side-branch push wrote the journal"
     );
+
+    // Neither is on main: the server's policy refuses them before their
+    // checks run (nothing of an unmerged revision runs).
+    let out = w.rg(&["rollback", "--to", &bad_sshd, "--group", "canary"]);
+    out.assert_code(1)
+        .assert_contains("is not on the deploy branch main")
+        .assert_lacks("PermitRootLogn");
+    // The rest is about the gate itself: let unmerged revisions reach it.
+    let policy = w.remote().join("rollgate/policy.toml");
+    let text = fs::read_to_string(&policy).unwrap();
+    fs::write(&policy, text.replace("unmerged = false", "unmerged = true")).unwrap();
 
     // Does not resolve: a usage error (2).
     let out = w.rg(&["rollback", "--to", "nope", "--group", "canary"]);
