@@ -95,11 +95,17 @@ impl Runner {
             });
         }
         let sandbox = Sandbox::new(worktree).map_err(|e| {
+            let who = if nix::unistd::geteuid().is_root() {
+                format!("uid {SANDBOX_ID}, as the hook runs as root")
+            } else {
+                "the hook user".to_string()
+            };
             anyhow::anyhow!(
                 "the check sandbox cannot start: {e:#}\n\
-                 hint: checks run under bubblewrap (Debian package `bubblewrap`, with user \
-                 namespaces enabled); an admin who accepts running pushed checks bare sets \
-                 `sandbox = false` in rollgate/policy.toml"
+                 hint: checks run under bubblewrap (Debian package `bubblewrap`, user namespaces \
+                 enabled) as {who}, who must be able to reach the temporary work tree in \
+                 TMPDIR; to run pushed checks bare instead, set `sandbox = false` in \
+                 rollgate/policy.toml"
             )
         })?;
         Ok(Runner::Sandboxed(sandbox))
@@ -201,6 +207,9 @@ impl Sandbox {
         };
         if root {
             open_to_sandbox_user(worktree.root())?;
+        } else {
+            // The sandbox runs as the hook user: nobody else needs in.
+            fs::set_permissions(worktree.root(), fs::Permissions::from_mode(0o700))?;
         }
         let sandbox = Sandbox {
             drop_root,
@@ -218,13 +227,10 @@ impl Sandbox {
             Duration::from_secs(30),
             &check_env(None),
         )
-        .map_err(|f| {
-            let output = f.output().trim();
-            if output.is_empty() {
-                anyhow::anyhow!("{f}")
-            } else {
-                anyhow::anyhow!("{f}: {output}")
-            }
+        .map_err(|f| match f.output().trim() {
+            "" => anyhow::anyhow!("{f}"),
+            // bwrap's own words ("bwrap: Can't find source path …").
+            said => anyhow::anyhow!("{said}"),
         })?;
         Ok(sandbox)
     }

@@ -13,5 +13,6 @@ mod hook_install;
 mod hook_validate;
 mod rollback;
 mod rollout;
+mod sandbox;
 mod ssh_hosts;
 mod validate_cli;
