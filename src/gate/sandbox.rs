@@ -85,8 +85,9 @@ impl Runner {
             None => true,
         };
         if !enabled {
+            // Named like a work tree, so a killed hook's is swept too.
             let homes = tempfile::Builder::new()
-                .prefix("rollgate-check-")
+                .prefix(&format!("rollgate-{}-check-", std::process::id()))
                 .tempdir()
                 .context("cannot create a private HOME for checks (is TMPDIR writable?)")?;
             return Ok(Runner::Bare {
@@ -94,6 +95,14 @@ impl Runner {
                 homes,
             });
         }
+        let policy = match git_dir {
+            Some(dir) => dir
+                .join("rollgate")
+                .join("policy.toml")
+                .display()
+                .to_string(),
+            None => "the repository's rollgate/policy.toml".to_string(),
+        };
         let sandbox = Sandbox::new(worktree).map_err(|e| {
             let who = if nix::unistd::geteuid().is_root() {
                 format!("uid {SANDBOX_ID}, as the hook runs as root")
@@ -104,8 +113,7 @@ impl Runner {
                 "the check sandbox cannot start: {e:#}\n\
                  hint: checks run under bubblewrap (Debian package `bubblewrap`, user namespaces \
                  enabled) as {who}, who must be able to reach the temporary work tree in \
-                 TMPDIR; to run pushed checks bare instead, set `sandbox = false` in \
-                 rollgate/policy.toml"
+                 TMPDIR; to run pushed checks bare instead, set `sandbox = false` in {policy}"
             )
         })?;
         Ok(Runner::Sandboxed(sandbox))
