@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 
 use crate::config::Config;
 use crate::config::placeholders::Values;
-use crate::error::Failed;
 use crate::gate::sandbox::{self, Runner};
 use crate::source::revision::ConfigDir;
 use crate::source::worktree::Worktree;
@@ -47,11 +46,9 @@ pub(crate) fn check_dirs(
         ui.line("no config directory changed: nothing to check");
         return Ok(true);
     }
-    let runner = Runner::new(git_dir, worktree).map_err(|e| {
-        let msg = format!("{e:#}");
-        ui.line(format_args!("  FAILED {msg}"));
-        anyhow::Error::new(Failed(msg))
-    })?;
+    // A sandbox that cannot start is a refusal (exit 1) with a hint; it is
+    // reported once, where the error ends up.
+    let runner = Runner::new(git_dir, worktree)?;
     let runner = &runner;
     let started = Instant::now();
     let workers = std::thread::available_parallelism()

@@ -322,7 +322,7 @@ fn policy_pin_then_a_changed_deploy_argv_is_refused() {
         text.contains("# The deploy branch."),
         "comments lost:\n{text}"
     );
-    assert!(text.contains("\"/usr/sbin/sshd\", \"-t\""), "{text}");
+    assert!(text.contains("exec /usr/sbin/sshd -t -f"), "{text}");
     // Pinning again adds nothing and changes nothing.
     let again = rollgate_on_remote(&f.env, &["policy", "pin"]);
     again.assert_ok().assert_contains("(0 new");
