@@ -133,6 +133,11 @@ fn run_with_env(
     if let Some(env) = env {
         expr = expr.full_env(env.iter().cloned());
     }
+    crate::ui::debug(format_args!(
+        "run {argv:?} in {} (timeout {})",
+        cwd.display(),
+        humantime::format_duration(timeout)
+    ));
     let handle = expr.start().map_err(|error| Failure::NotStarted {
         program: program.clone(),
         error,
@@ -149,6 +154,15 @@ fn run_with_env(
         Err(error) => return Err(Failure::NotStarted { program, error }),
     };
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    crate::ui::debug(format_args!(
+        "{program}: {}, {} bytes of output",
+        if timed_out {
+            "timed out".to_string()
+        } else {
+            describe_status(output.status)
+        },
+        output.stdout.len()
+    ));
     if timed_out {
         return Err(Failure::TimedOut {
             program,

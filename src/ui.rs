@@ -54,6 +54,58 @@ impl Ui {
     }
 }
 
+/// Whether `ROLLGATE_LOG=debug` asked for a trace of every command run.
+pub(crate) fn debug_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("ROLLGATE_LOG").is_ok_and(|v| v == "debug"))
+}
+
+/// A trace line for `ROLLGATE_LOG=debug`, on stderr like everything else
+/// (in a hook the pusher sees it too, which is the point when debugging).
+pub(crate) fn debug(text: impl std::fmt::Display) {
+    if debug_enabled() {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "debug: {text}");
+        let _ = err.flush();
+    }
+}
+
 pub(crate) fn seconds(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
+}
+
+/// How many names an error or summary lists before "and N more".
+pub(crate) const LIST_CAP: usize = 20;
+
+/// `a, b, c`, at most `LIST_CAP` names, then how many more: a 1,000-host
+/// line helps nobody.
+pub(crate) fn capped<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut shown = Vec::new();
+    let mut more = 0;
+    for name in names {
+        if shown.len() < LIST_CAP {
+            shown.push(name);
+        } else {
+            more += 1;
+        }
+    }
+    let mut text = shown.join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lists_are_capped() {
+        let hosts: Vec<String> = (1..=25).map(|i| format!("h{i}")).collect();
+        let text = capped(hosts.iter().map(String::as_str));
+        assert!(text.starts_with("h1, h2, "), "{text}");
+        assert!(text.ends_with("h20 and 5 more"), "{text}");
+        assert_eq!(capped(["a", "b"]), "a, b");
+    }
 }

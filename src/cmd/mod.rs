@@ -2,8 +2,10 @@
 //! arguments into plain values and calls the library.
 
 mod deploy;
+mod docs;
 mod hook;
 mod plan;
+mod policy;
 mod rollback;
 mod scope_args;
 mod status;
@@ -19,11 +21,26 @@ use clap::{Args, Parser, Subcommand};
 /// Validate pushed infrastructure config with each service's own checker and
 /// deploy it to one host group at a time.
 #[derive(Parser)]
-#[command(name = "rollgate", version, about)]
+#[command(name = "rollgate", version, about, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The push interface is plain git, so `--help` is where people learn it.
+const AFTER_HELP: &str = "\
+Pushing (installed as the pre-receive hook; the client side is plain git):
+  git push origin main                      validate; deploy to default_group
+  git push -o group=NAME origin main        validate; deploy to group NAME instead
+  git push -o host=NAME origin main         validate; deploy to that one host
+  git push -o all origin main               validate; every group, default_group first
+  git push -o validate-only origin main     validate; deploy nothing
+  git push origin REV:refs/deploy/NAME      deploy REV to group NAME (or all); -f to go back
+
+Exit codes:
+  0  done
+  1  validation or a deploy failed (a push is rejected)
+  2  usage or config error";
 
 #[derive(Subcommand)]
 enum Command {
@@ -34,8 +51,13 @@ enum Command {
     Deploy(deploy::DeployArgs),
     Rollback(rollback::RollbackArgs),
     Plan(plan::PlanArgs),
+    /// Show or pin the server's policy (rollgate/policy.toml in the bare repository)
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     Status(status::StatusArgs),
     Log(status::LogArgs),
+    Completions(docs::CompletionsArgs),
+    Man(docs::ManArgs),
 }
 
 /// `--repo`, which every command takes.
@@ -57,31 +79,46 @@ pub fn main() -> ExitCode {
         Command::Deploy(a) => deploy::run(a, &ui),
         Command::Rollback(a) => rollback::run(a, &ui),
         Command::Plan(a) => plan::run(a, &ui),
+        Command::Policy(c) => policy::run(c, &ui),
         Command::Status(a) => status::status(a, &ui),
         Command::Log(a) => status::log(a, &ui),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             report_error(&ui, &err);
-            ExitCode::from(error::exit_code(&err))
+            ExitCode::from(error::kind(&err).exit_code())
         }
     }
 }
 
+/// `error: TOP`, each cause indented under it, then the hints. A cause that
+/// repeats the line above it adds nothing and is left out.
 fn report_error(ui: &Ui, err: &anyhow::Error) {
     let mut chain = err.chain();
+    let mut last = String::new();
     if let Some(top) = chain.next() {
-        ui.line(format_args!("error: {top}"));
+        last = error::describe(top);
+        ui.line(format_args!("error: {last}"));
     }
     for cause in chain {
+        let text = error::describe(cause);
+        if last.ends_with(&text) {
+            continue;
+        }
         // toml's errors span several lines (the line and a caret): indent them.
-        for (i, line) in cause.to_string().lines().enumerate() {
+        for (i, line) in text.lines().enumerate() {
             if i == 0 {
                 ui.line(format_args!("  caused by: {line}"));
             } else {
                 ui.line(format_args!("    {line}"));
             }
         }
+        last = text;
+    }
+    for hint in error::hints(err) {
+        ui.line(format_args!("hint: {hint}"));
     }
 }

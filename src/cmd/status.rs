@@ -22,6 +22,7 @@ pub(crate) struct LogArgs {
     /// At most this many runs
     #[arg(short = 'n', value_name = "N")]
     limit: Option<usize>,
+    /// One JSON object per run, as an array
     #[arg(long)]
     json: bool,
     #[command(flatten)]

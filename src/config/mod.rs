@@ -2,6 +2,7 @@
 //! `{placeholder}` templates its commands are written in.
 
 mod model;
+pub(crate) mod placeholders;
 pub(crate) mod template;
 
 pub(crate) use model::*;

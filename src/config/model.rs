@@ -11,28 +11,25 @@ use anyhow::{Context, Result, bail};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use crate::config::placeholders::{Builtin, Site};
 use crate::config::template::Template;
+use crate::error::UserError;
+use crate::ui;
 
 pub(crate) const FILE_NAME: &str = "rollgate.toml";
-pub(crate) const DEFAULT_BRANCH: &str = "main";
-
-/// Placeholders rollgate itself fills in; vars may not reuse these names.
-pub(crate) const BUILTIN_CHECK: &[&str] = &["dir", "file", "service", "rev", "worktree"];
-pub(crate) const BUILTIN_DEPLOY: &[&str] = &["dir", "host", "group", "service", "rev", "worktree"];
-const RESERVED: &[&str] = &["dir", "file", "host", "group", "service", "rev", "worktree"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    #[serde(default = "default_branch")]
-    branch: String,
+    /// Moved to the server's policy: read only to say so.
+    branch: Option<toml::Spanned<serde::de::IgnoredAny>>,
     default_group: Option<String>,
     #[serde(default)]
     on_failure: OnFailure,
     #[serde(default = "default_lock_wait", with = "humantime_serde")]
     lock_wait: Duration,
-    #[serde(default = "default_pusher_env")]
-    pusher_env: Vec<String>,
+    /// Moved to the server's policy: read only to say so.
+    pusher_env: Option<toml::Spanned<serde::de::IgnoredAny>>,
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
     heartbeat: Duration,
     #[serde(default)]
@@ -69,16 +66,8 @@ struct RawGroup {
     services: Option<Vec<String>>,
 }
 
-fn default_branch() -> String {
-    DEFAULT_BRANCH.into()
-}
 fn default_lock_wait() -> Duration {
     Duration::from_secs(60)
-}
-fn default_pusher_env() -> Vec<String> {
-    ["GL_USERNAME", "GITEA_PUSHER_NAME", "REMOTE_USER", "USER"]
-        .map(String::from)
-        .to_vec()
 }
 fn default_heartbeat() -> Duration {
     Duration::from_secs(20)
@@ -104,14 +93,11 @@ pub(crate) enum OnFailure {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    pub(crate) branch: String,
     /// `None` when several groups exist and none is named: deploying without
     /// an explicit scope is then refused instead of guessed.
     pub(crate) default_group: Option<String>,
     pub(crate) on_failure: OnFailure,
     pub(crate) lock_wait: Duration,
-    /// Who a deploy is recorded as: the first of these variables that is set.
-    pub(crate) pusher_env: Vec<String>,
     /// After this long without output, a deploy prints a line anyway, so
     /// proxies and CI runners do not cut a long push.
     pub(crate) heartbeat: Duration,
@@ -154,8 +140,26 @@ impl Config {
     /// Parses and checks the file's text; `origin` names where it came from
     /// (e.g. `rollgate.toml at 1a2b3c4`) in every error.
     pub(crate) fn parse(text: &str, origin: &str) -> Result<Config> {
-        let raw: RawConfig = toml::from_str(text).with_context(|| format!("invalid {origin}"))?;
-        Config::from_raw(raw).with_context(|| format!("invalid {origin}"))
+        let invalid = || UserError::config(format!("invalid {origin}"));
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let hint = unknown_key_hint(&e);
+            anyhow::Error::new(e).context(invalid().hint_opt(hint))
+        })?;
+        for (key, found) in [("branch", &raw.branch), ("pusher_env", &raw.pusher_env)] {
+            if let Some(at) = found {
+                let line = text[..at.span().start.min(text.len())]
+                    .matches('\n')
+                    .count()
+                    + 1;
+                return Err(UserError::config(format!(
+                    "invalid {origin}: line {line}: `{key}` moved to rollgate/policy.toml in the bare \
+                     repository (the server decides it, not a push)"
+                ))
+                .hint("delete the line; an admin sets it in the server's policy (`rollgate policy show`)")
+                .into());
+            }
+        }
+        Config::from_raw(raw).with_context(invalid)
     }
 
     fn from_raw(raw: RawConfig) -> Result<Config> {
@@ -187,42 +191,34 @@ impl Config {
                 }
             }
             for var in g.vars.keys() {
-                if RESERVED.contains(&var.as_str()) {
+                if Builtin::named(var).is_some() {
                     bail!(
                         "groups.{name}.vars.{var}: `{var}` is a built-in placeholder and cannot be a var"
                     );
                 }
             }
-            let group_services = match g.services {
-                Some(list) => {
-                    for s in &list {
-                        if !services.iter().any(|x| &x.name == s) {
-                            bail!(
+            let group_services: Vec<&Service> = match &g.services {
+                Some(list) => list
+                    .iter()
+                    .map(|s| {
+                        services.iter().find(|x| &x.name == s).with_context(|| {
+                            format!(
                                 "groups.{name}.services: no service named {s:?} (known: {})",
-                                services
-                                    .iter()
-                                    .map(|s| s.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            );
-                        }
-                    }
-                    list
-                }
-                None => services.iter().map(|s| s.name.clone()).collect(),
+                                names(services.iter().map(|s| s.name.as_str()))
+                            )
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+                None => services.iter().collect(),
             };
             let group = Group {
                 name: name.clone(),
                 hosts: g.hosts,
                 vars: g.vars,
                 batch: g.batch,
-                services: group_services,
+                services: group_services.iter().map(|s| s.name.clone()).collect(),
             };
-            for sname in &group.services {
-                let service = services
-                    .iter()
-                    .find(|s| &s.name == sname)
-                    .expect("checked above");
+            for service in group_services {
                 group.check_vars_for(service)?;
             }
             groups.push(group);
@@ -241,11 +237,9 @@ impl Config {
             None => None,
         };
         Ok(Config {
-            branch: raw.branch,
             default_group,
             on_failure: raw.on_failure,
             lock_wait: raw.lock_wait,
-            pusher_env: raw.pusher_env,
             heartbeat: raw.heartbeat,
             services,
             groups,
@@ -254,6 +248,12 @@ impl Config {
 
     pub(crate) fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The service a config directory of this revision belongs to.
+    pub(crate) fn service_named(&self, name: &str) -> Result<&Service> {
+        self.service(name)
+            .with_context(|| format!("no service {name:?} in {FILE_NAME}"))
     }
 
     pub(crate) fn group(&self, name: &str) -> Option<&Group> {
@@ -266,29 +266,18 @@ impl Config {
             .find(|g| g.hosts.iter().any(|h| h == host))
     }
 
+    /// The groups, for an error message (at most `ui::LIST_CAP` of them).
     pub(crate) fn group_names(&self) -> String {
-        names(self.groups.iter().map(|g| g.name.as_str()))
+        ui::capped(self.groups.iter().map(|g| g.name.as_str()))
     }
 
+    /// The hosts, for an error message: a fleet of 1,000 is not listed.
     pub(crate) fn host_names(&self) -> String {
-        names(
+        ui::capped(
             self.groups
                 .iter()
                 .flat_map(|g| g.hosts.iter().map(String::as_str)),
         )
-    }
-
-    /// Who is deploying, as the first set variable of `pusher_env` says.
-    pub(crate) fn who(&self) -> String {
-        self.pusher_env
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| "unknown".into())
-    }
-
-    /// The deploy branch as a full ref name.
-    pub(crate) fn branch_ref(&self) -> String {
-        format!("refs/heads/{}", self.branch)
     }
 }
 
@@ -301,25 +290,26 @@ impl Service {
             .flat_map(|t| t.vars().map(String::from))
             .collect();
         for var in &source_vars {
-            if RESERVED.contains(&var.as_str()) {
+            if Builtin::named(var).is_some() {
                 bail!(
                     "source: `{{{var}}}` is a built-in placeholder; name the version var otherwise"
                 );
             }
         }
         let check = parse_argv(&s.check).context("check")?;
-        let allowed: Vec<&str> = BUILTIN_CHECK
-            .iter()
-            .copied()
-            .chain(source_vars.iter().map(String::as_str))
-            .collect();
+        let known = |var: &str| {
+            Builtin::named(var).is_some_and(|b| b.allowed_in(Site::Check))
+                || source_vars.contains(var)
+        };
         for t in &check {
             for var in t.vars() {
-                if !allowed.contains(&var) {
+                if !known(var) {
+                    let mut choices = Builtin::list(Site::Check);
+                    choices.extend(source_vars.iter().map(|v| format!("{{{v}}}")));
                     bail!(
                         "check: unknown placeholder {{{var}}} in `{}` (a check knows {})",
                         t.raw(),
-                        names(allowed.iter().map(|v| format!("{{{v}}}")))
+                        names(choices)
                     );
                 }
             }
@@ -399,7 +389,10 @@ impl Group {
     /// Every placeholder of the service's source and host commands must be a
     /// built-in or one of this group's vars.
     fn check_vars_for(&self, service: &Service) -> Result<()> {
-        let known = |var: &str| BUILTIN_DEPLOY.contains(&var) || self.vars.contains_key(var);
+        let known = |var: &str| {
+            Builtin::named(var).is_some_and(|b| b.allowed_in(Site::Host))
+                || self.vars.contains_key(var)
+        };
         let mut templates: Vec<(&str, &Template)> =
             service.source.iter().map(|t| ("source", t)).collect();
         for (key, argv) in service.host_steps() {
@@ -468,6 +461,16 @@ fn parse_argv(argv: &[String]) -> Result<Vec<Template>> {
         bail!("a command needs at least a program name");
     }
     argv.iter().map(|a| Template::parse(a)).collect()
+}
+
+/// "did you mean" for serde's `unknown field `defualt_group`, expected one
+/// of `branch`, `default_group`, ...`.
+pub(crate) fn unknown_key_hint(err: &toml::de::Error) -> Option<String> {
+    let message = err.message();
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, expected) = rest.split_once('`')?;
+    let choices: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    crate::error::suggest(key, choices)
 }
 
 /// Group, host and service names end up in argv and paths: keep them plain.
@@ -539,6 +542,23 @@ batch = 20
     }
 
     #[test]
+    fn a_misspelt_key_gets_a_suggestion() {
+        let err = Config::parse(&GOOD.replace("default_group", "defualt_group"), "x").unwrap_err();
+        assert_eq!(crate::error::hints(&err), ["did you mean `default_group`?"]);
+    }
+
+    #[test]
+    fn keys_the_server_decides_say_where_they_moved() {
+        for line in ["branch = \"main\"", "pusher_env = [\"LANG\"]"] {
+            let e = err(&format!("{line}\n{GOOD}"));
+            assert!(
+                e.contains("line 1") && e.contains("moved to rollgate/policy.toml"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn several_groups_without_default_do_not_guess() {
         let c = Config::parse(&GOOD.replace("default_group = \"canary\"", ""), "x").unwrap();
         assert_eq!(c.default_group, None);
@@ -597,5 +617,19 @@ batch = 20
     fn unknown_default_group_names_the_choices() {
         let e = err(&GOOD.replace("\"canary\"\n[services", "\"canry\"\n[services"));
         assert!(e.contains("canry") && e.contains("canary, farm"), "{e}");
+    }
+}
+
+/// The example in `examples/infra` is what new users copy: it must parse.
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../examples/infra/rollgate.toml");
+        let config = Config::parse(text, "examples/infra/rollgate.toml").unwrap();
+        assert!(config.default_group.is_some());
+        assert!(!config.services.is_empty());
     }
 }

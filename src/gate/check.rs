@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::config::Config;
+use crate::config::placeholders::Values;
 use crate::error::Failed;
 use crate::gate::sandbox::{self, Runner};
 use crate::source::revision::ConfigDir;
@@ -130,9 +131,7 @@ fn check_one(
     rev: &str,
     runner: &Runner,
 ) -> Result<CheckResult> {
-    let service = config
-        .service(&dir.service)
-        .expect("dirs come from this config");
+    let service = config.service_named(&dir.service)?;
     let started = Instant::now();
     let abs_dir = worktree.path_of(&dir.path);
     let per_file = service.check.iter().any(|t| t.uses("file"));
@@ -144,16 +143,16 @@ fn check_one(
     let mut failures = Vec::new();
     let mut warnings = Vec::new();
     for file in files {
-        let lookup = |name: &str| -> Option<String> {
-            match name {
-                "dir" => Some(abs_dir.display().to_string()),
-                "file" => Some(file.clone()),
-                "service" => Some(service.name.clone()),
-                "rev" => Some(rev.to_string()),
-                "worktree" => Some(worktree.root().display().to_string()),
-                other => dir.vars.get(other).cloned(),
-            }
+        let values = Values {
+            dir: Some(abs_dir.display().to_string()),
+            file: Some(file.clone()),
+            service: Some(&service.name),
+            rev: Some(rev),
+            worktree: Some(worktree.root().display().to_string()),
+            vars: Some(&dir.vars),
+            ..Values::default()
         };
+        let lookup = |name: &str| values.get(name);
         let argv: Vec<String> = service
             .check
             .iter()
@@ -211,8 +210,11 @@ fn files_under(dir: &Path) -> Result<Vec<String>> {
         for entry in
             std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?
         {
-            let entry = entry?;
-            if entry.file_type()?.is_dir() {
+            let entry = entry.with_context(|| format!("cannot read {}", d.display()))?;
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("cannot read {}", entry.path().display()))?;
+            if kind.is_dir() {
                 stack.push(entry.path());
             } else {
                 out.push(entry.path().display().to_string());

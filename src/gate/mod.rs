@@ -34,10 +34,14 @@ pub(crate) fn gate(
         .chain(also_needed)
         .map(|d| d.path.clone())
         .collect();
+    // Shown here, where it happened; the error only sums it up, so the
+    // pusher does not read the same reason twice.
     let worktree = Worktree::create(&rev.snapshot, &paths).map_err(|e| {
-        let msg = format!("{e:#}");
-        ui.line(format_args!("  FAILED {msg}"));
-        anyhow::Error::new(Failed(msg))
+        ui.line(format_args!("  FAILED {e:#}"));
+        anyhow::Error::new(Failed(format!(
+            "validation failed at {}",
+            rev.snapshot.describe()
+        )))
     })?;
     let rev_id = rev
         .snapshot
@@ -96,6 +100,7 @@ pub(crate) fn validate(repo: &Repository, opts: &ValidateOptions, ui: &Ui) -> Re
         },
     };
     let rev = Revision::load(snapshot)?;
+    crate::policy::Policy::load(repo)?.check_commands(&rev.config, &rev.snapshot.describe())?;
     // A working tree has no tree ids to compare, so it is checked whole.
     let base = if opts.all { None } else { upstream(repo) };
     let to_check = rev.changed_since(base.as_ref().map(|(_, r)| r))?;

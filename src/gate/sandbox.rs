@@ -16,11 +16,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use serde::Deserialize;
-
+use crate::policy::{self, Policy};
 use crate::process::{self, Failure, Finished};
 use crate::source::worktree::Worktree;
+use anyhow::{Context, Result};
 
 /// `PATH` inside a check: the usual sbin and bin directories.
 const CHECK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -55,23 +54,11 @@ pub(crate) struct Sandbox {
     var_dirs: Vec<String>,
 }
 
-/// The one policy setting the gate needs: `sandbox` in
-/// `<git_dir>/rollgate/policy.toml` (default true; a missing file is the
-/// default). Never read from a pushed tree.
+/// The one policy setting the gate needs: `sandbox` in the server's
+/// policy, `<git_dir>/rollgate/policy.toml` (default true; a broken file
+/// refuses, as it does every push). Never read from a pushed tree.
 pub(crate) fn sandbox_enabled(git_dir: &Path) -> Result<bool> {
-    #[derive(Deserialize)]
-    struct Policy {
-        sandbox: Option<bool>,
-    }
-    let path = git_dir.join("rollgate").join("policy.toml");
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let policy: Policy =
-        toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
-    Ok(policy.sandbox.unwrap_or(true))
+    Policy::load_from(&git_dir.join(policy::FILE)).map(|p| p.sandbox)
 }
 
 impl Runner {
@@ -411,7 +398,7 @@ mod tests {
         assert!(!sandbox_enabled(dir.path()).unwrap());
         fs::write(&file, "sandbox = \"no\"\n").unwrap();
         let e = format!("{:#}", sandbox_enabled(dir.path()).unwrap_err());
-        assert!(e.contains("policy.toml") && e.contains("line 1"), "{e}");
+        assert!(e.contains("policy.toml:1:"), "{e}");
     }
 
     #[test]

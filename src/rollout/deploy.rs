@@ -4,10 +4,11 @@
 //! Preparing (everything that can refuse) is apart from running, so a push
 //! with several refs can be refused as a whole before any host is touched.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
 use crate::gate;
+use crate::policy::Policy;
 use crate::record::journal::Action;
 use crate::rollout::changes;
 use crate::rollout::plan::{self, Plan};
@@ -25,22 +26,28 @@ pub(crate) struct DeployOptions {
     pub(crate) push_options: Vec<String>,
     /// Directories to check besides those deployed (a push's changes).
     pub(crate) also_check: Vec<ConfigDir>,
-    /// `false`: check, deploy nothing (`-o validate-only`).
-    pub(crate) deploy: bool,
+    /// Check, deploy nothing (`-o validate-only`).
+    pub(crate) validate_only: bool,
     /// For a push: the ref and the value git will compare before moving it.
     /// If it changed while the deploy waited for the lock, git will refuse
     /// the update, so nothing may be deployed.
     pub(crate) expect_ref: Option<(String, Option<Oid>)>,
+    /// The server's policy: who is deploying, and which commands may run.
+    pub(crate) policy: Policy,
+    /// Why nothing deploys when `deploy` is false, for the pusher.
+    pub(crate) no_deploy_reason: &'static str,
 }
 
 impl DeployOptions {
-    pub(crate) fn new(action: Action) -> DeployOptions {
+    pub(crate) fn new(action: Action, policy: &Policy) -> DeployOptions {
         DeployOptions {
             action,
+            policy: policy.clone(),
+            no_deploy_reason: "validate-only",
             dry_run: false,
             push_options: Vec::new(),
             also_check: Vec::new(),
-            deploy: true,
+            validate_only: false,
             expect_ref: None,
         }
     }
@@ -78,12 +85,12 @@ pub(crate) fn prepare<'r>(
 ) -> Result<Prepared<'r>> {
     // A validate-only push needs no scope, unless it names one (then the
     // name must still be right).
-    if !opts.deploy && *scope == Scope::Default {
+    if opts.validate_only && *scope == Scope::Default {
         return prepare_targets(rev, Vec::new(), String::new(), opts, ui);
     }
     let targets = scope.resolve(&rev.config)?;
     let described = match scope {
-        Scope::Default => format!("group {} (default)", targets[0].group),
+        Scope::Default => format!("group {} (default)", targets[0].group.name),
         other => other.to_string(),
     };
     prepare_targets(rev, targets, described, opts, ui)
@@ -97,19 +104,18 @@ pub(crate) fn prepare_targets<'r>(
     mut opts: DeployOptions,
     ui: &Ui,
 ) -> Result<Prepared<'r>> {
+    // Before anything of the revision runs, its checks included.
+    opts.policy
+        .check_commands(&rev.config, &rev.snapshot.describe())?;
     let mut deployed = Vec::new();
-    if opts.deploy {
+    if !opts.validate_only {
         for t in &targets {
-            let group = rev
-                .config
-                .group(&t.group)
-                .expect("targets come from this config");
-            deployed = gate::union(deployed, &rev.group_dirs(group)?);
+            deployed = gate::union(deployed, &rev.group_dirs(&t.group)?);
         }
     }
     let to_check = gate::union(std::mem::take(&mut opts.also_check), &deployed);
     let worktree = gate::gate(&rev, &to_check, &deployed, "", ui)?;
-    let plan = if opts.deploy {
+    let plan = if !opts.validate_only {
         Some(plan::build(&rev, &worktree, &targets)?)
     } else {
         None
@@ -127,7 +133,10 @@ pub(crate) fn prepare_targets<'r>(
 impl Prepared<'_> {
     pub(crate) fn run(self, repo: &Repository, ui: &Ui) -> Result<()> {
         let Some(plan) = &self.plan else {
-            ui.line("validate-only: nothing deployed");
+            ui.line(format_args!(
+                "{}: nothing deployed",
+                self.opts.no_deploy_reason
+            ));
             return Ok(());
         };
         if self.opts.dry_run {
@@ -137,18 +146,15 @@ impl Prepared<'_> {
                 &plan.rev[..10],
                 self.scope
             ));
-            changes::show(
-                repo,
-                &self.rev,
-                &self.targets,
-                &mut std::io::stdout().lock(),
-            )?;
+            let hosts = changes::compute(repo, &self.rev, &self.targets)?;
+            changes::render(&hosts, &mut std::io::stdout().lock())
+                .context("cannot write to standard output")?;
             plan.show(ui);
             return Ok(());
         }
         let run = RunOptions {
             action: self.opts.action,
-            who: self.rev.config.who(),
+            who: self.opts.policy.who(),
             push_options: self.opts.push_options,
             scope: self.scope,
             expect_ref: self.opts.expect_ref,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::config::Group;
+use crate::config::placeholders::Values;
 use crate::rollout::scope::Target;
 use crate::source::revision::Revision;
 use crate::source::worktree::Worktree;
@@ -53,8 +54,15 @@ impl Plan {
 
     /// `--dry-run`: every host and command, nothing run.
     pub(crate) fn show(&self, ui: &Ui) {
+        for line in self.lines() {
+            ui.line(line);
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
         for stage in &self.stages {
-            ui.line(format_args!(
+            out.push(format!(
                 "group {}: {} host{}, {} at a time",
                 stage.group,
                 stage.hosts.len(),
@@ -64,7 +72,7 @@ impl Plan {
             for job in &stage.hosts {
                 for s in &job.services {
                     for step in &s.steps {
-                        ui.line(format_args!(
+                        out.push(format!(
                             "  [{}] {} {}: {}",
                             job.host,
                             s.service,
@@ -75,6 +83,7 @@ impl Plan {
                 }
             }
         }
+        out
     }
 }
 
@@ -103,10 +112,7 @@ pub(crate) fn build(rev: &Revision<'_>, worktree: &Worktree, targets: &[Target])
         .to_string();
     let mut stages = Vec::new();
     for t in targets {
-        let group = rev
-            .config
-            .group(&t.group)
-            .expect("targets are resolved from this config");
+        let group = &t.group;
         let hosts = t
             .hosts
             .iter()
@@ -143,22 +149,19 @@ pub(crate) fn host_job(
         if only.is_some_and(|o| o != dir.service) {
             continue;
         }
-        let service = rev
-            .config
-            .service(&dir.service)
-            .expect("dirs come from this config");
+        let service = rev.config.service_named(&dir.service)?;
         let abs = worktree.path_of(&dir.path).display().to_string();
-        let lookup = |name: &str| -> Option<String> {
-            match name {
-                "dir" => Some(abs.clone()),
-                "host" => Some(host.to_string()),
-                "group" => Some(group.name.clone()),
-                "service" => Some(service.name.clone()),
-                "rev" => Some(rev_id.clone()),
-                "worktree" => Some(worktree.root().display().to_string()),
-                other => group.vars.get(other).cloned(),
-            }
+        let values = Values {
+            dir: Some(abs),
+            host: Some(host),
+            group: Some(&group.name),
+            service: Some(&service.name),
+            rev: Some(&rev_id),
+            worktree: Some(worktree.root().display().to_string()),
+            vars: Some(&group.vars),
+            ..Values::default()
         };
+        let lookup = |name: &str| values.get(name);
         let mut steps = Vec::new();
         for (role, argv) in service.host_steps() {
             let argv = argv
@@ -181,4 +184,53 @@ pub(crate) fn host_job(
         host: host.to_string(),
         services,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(role: &'static str, argv: &[&str]) -> Step {
+        Step {
+            role,
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_dry_run_shows_each_command_as_it_could_be_retyped() {
+        let plan = Plan {
+            rev: "0".repeat(40),
+            stages: vec![Stage {
+                group: "farm".into(),
+                batch: 2,
+                hosts: vec![HostJob {
+                    group: "farm".into(),
+                    host: "server01".into(),
+                    services: vec![ServiceJob {
+                        service: "sshd".into(),
+                        version: "9.2".into(),
+                        steps: vec![
+                            step(
+                                "deploy",
+                                &["rsync", "-a", "/tmp/w/x/", "server01:/etc/ssh/"],
+                            ),
+                            step("reload", &["sh", "-c", "reload ssh && echo 'done'"]),
+                        ],
+                        timeout: Duration::from_secs(60),
+                        health_wait: Duration::from_secs(10),
+                    }],
+                }],
+            }],
+        };
+        assert_eq!(plan.host_count(), 1);
+        assert_eq!(
+            plan.lines(),
+            [
+                "group farm: 1 host, 2 at a time",
+                "  [server01] sshd deploy: rsync -a /tmp/w/x/ server01:/etc/ssh/",
+                r#"  [server01] sshd reload: sh -c 'reload ssh && echo '\''done'\'''"#,
+            ]
+        );
+    }
 }

@@ -18,7 +18,7 @@ use crate::rollout::plan::{HostJob, Plan};
 use crate::rollout::restore::{self, Restored};
 use crate::source::revision::Revision;
 use crate::source::worktree::Worktree;
-use crate::ui::{Ui, seconds};
+use crate::ui::{self, Ui, seconds};
 
 pub(crate) struct RunOptions {
     pub(crate) action: Action,
@@ -49,7 +49,12 @@ pub(crate) fn run(
         journal::now(),
         std::process::id()
     );
-    let _lock = lock::acquire(repo.path(), &holder, config.lock_wait, config.heartbeat, ui)?;
+    let deploy_lock = lock::acquire(repo.path(), &holder, config.lock_wait, config.heartbeat, ui)?;
+    if opts.expect_ref.is_some() {
+        // A push: git moves the ref after this hook; until then no other
+        // push may deploy.
+        deploy_lock.hold_until_git_is_done()?;
+    }
     refuse_if_moved(repo, &opts.expect_ref)?;
     // Read before this run writes, so "previous revision" means before it.
     let history = journal::read(repo.path())?;
@@ -289,15 +294,12 @@ fn summarize_failure(
         .copied()
         .filter(|h| !restored.iter().any(|r| r.host == *h));
     for (what, hosts) in [
-        (format!("now on {rev_short}"), names_capped(still_new)),
+        (format!("now on {rev_short}"), ui::capped(still_new)),
         (
             "restored".to_string(),
-            names_capped(restored.iter().map(|r| r.what.as_str())),
+            ui::capped(restored.iter().map(|r| r.what.as_str())),
         ),
-        (
-            "not started, unchanged".to_string(),
-            names_capped(unstarted.into_iter()),
-        ),
+        ("not started, unchanged".to_string(), ui::capped(unstarted)),
     ] {
         if !hosts.is_empty() {
             ui.line(format_args!("  {what}: {hosts}"));
@@ -351,14 +353,4 @@ fn group_host(job: &HostJob) -> String {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-/// At most 20 names, then how many more: a 1,000-host line helps nobody.
-fn names_capped<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    let all: Vec<&str> = names.collect();
-    let mut text = all.iter().take(20).copied().collect::<Vec<_>>().join(", ");
-    if all.len() > 20 {
-        text.push_str(&format!(" and {} more", all.len() - 20));
-    }
-    text
 }

@@ -3,7 +3,8 @@
 
 use anyhow::{Result, bail};
 
-use crate::config::Config;
+use crate::config::{Config, Group};
+use crate::error::{self, UserError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -35,6 +36,7 @@ pub(crate) struct PushRequest {
 }
 
 pub(crate) const KNOWN_OPTIONS: &str = "group=NAME, host=NAME, all, validate-only";
+const OPTION_NAMES: &[&str] = &["group", "host", "all", "validate-only"];
 
 pub(crate) fn parse_push_options(options: &[String]) -> Result<PushRequest> {
     let mut scope: Option<(Scope, &str)> = None;
@@ -48,7 +50,14 @@ pub(crate) fn parse_push_options(options: &[String]) -> Result<PushRequest> {
                 validate_only = true;
                 continue;
             }
-            _ => bail!("unknown push option {opt:?} (rollgate knows: {KNOWN_OPTIONS})"),
+            _ => {
+                let name = opt.split_once('=').map_or(opt.as_str(), |(n, _)| n);
+                return Err(UserError::usage(format!(
+                    "unknown push option {opt:?} (rollgate knows: {KNOWN_OPTIONS})"
+                ))
+                .hint_opt(error::suggest(name, OPTION_NAMES.iter().copied()))
+                .into());
+            }
         };
         if let Some((_, earlier)) = &scope {
             bail!(
@@ -64,26 +73,34 @@ pub(crate) fn parse_push_options(options: &[String]) -> Result<PushRequest> {
     })
 }
 
-/// A group and the hosts of it in scope, in inventory order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A group, as the revision's config has it, and the hosts of it in scope,
+/// in inventory order: what a deploy needs, without looking it up again.
+#[derive(Debug, Clone)]
 pub(crate) struct Target {
-    pub(crate) group: String,
+    pub(crate) group: Group,
     pub(crate) hosts: Vec<String>,
+}
+
+impl Target {
+    /// The whole of `group`.
+    pub(crate) fn whole(group: &Group) -> Target {
+        Target {
+            group: group.clone(),
+            hosts: group.hosts.clone(),
+        }
+    }
 }
 
 impl Scope {
     /// The groups and hosts this scope names in `config`, in deploy order.
     pub(crate) fn resolve(&self, config: &Config) -> Result<Vec<Target>> {
-        let whole = |name: &str| {
-            let g = config.group(name).expect("caller checked the group");
-            Target {
-                group: g.name.clone(),
-                hosts: g.hosts.clone(),
-            }
-        };
         match self {
-            Scope::Default => match &config.default_group {
-                Some(g) => Ok(vec![whole(g)]),
+            Scope::Default => match config
+                .default_group
+                .as_deref()
+                .and_then(|g| config.group(g))
+            {
+                Some(g) => Ok(vec![Target::whole(g)]),
                 None if config.groups.is_empty() => {
                     bail!("rollgate.toml has no groups to deploy to")
                 }
@@ -94,36 +111,49 @@ impl Scope {
                 ),
             },
             Scope::Group(name) => {
-                if config.group(name).is_none() {
-                    bail!(
+                let Some(group) = config.group(name) else {
+                    let groups = config.groups.iter().map(|g| g.name.as_str());
+                    return Err(UserError::usage(format!(
                         "no group {name:?} in rollgate.toml (groups: {})",
                         config.group_names()
-                    );
-                }
-                Ok(vec![whole(name)])
+                    ))
+                    .hint_opt(error::suggest(name, groups))
+                    .into());
+                };
+                Ok(vec![Target::whole(group)])
             }
             Scope::Host(host) => match config.group_of_host(host) {
                 Some(g) => Ok(vec![Target {
-                    group: g.name.clone(),
+                    group: g.clone(),
                     hosts: vec![host.clone()],
                 }]),
-                None => bail!(
-                    "no host {host:?} in rollgate.toml (hosts: {})",
-                    config.host_names()
-                ),
+                None => {
+                    let hosts = config.groups.iter().flat_map(|g| &g.hosts);
+                    Err(UserError::usage(format!(
+                        "no host {host:?} in rollgate.toml (hosts: {})",
+                        config.host_names()
+                    ))
+                    .hint_opt(error::suggest(host, hosts.map(String::as_str)))
+                    .into())
+                }
             },
             Scope::All => {
                 if config.groups.is_empty() {
                     bail!("rollgate.toml has no groups to deploy to");
                 }
                 let first = config.default_group.as_deref();
-                let mut out: Vec<Target> = first.map(whole).into_iter().collect();
+                let mut out: Vec<Target> = config
+                    .groups
+                    .iter()
+                    .filter(|g| Some(g.name.as_str()) == first)
+                    .map(Target::whole)
+                    .collect();
                 out.extend(
                     config
                         .groups
                         .iter()
                         .filter(|g| Some(g.name.as_str()) != first)
-                        .map(|g| whole(&g.name)),
+                        .map(Target::whole),
                 );
                 Ok(out)
             }
@@ -198,7 +228,7 @@ hosts = ["d"]
             .resolve(&config)
             .unwrap()
             .into_iter()
-            .map(|t| t.group)
+            .map(|t| t.group.name)
             .collect();
         assert_eq!(groups, ["canary", "farm", "edge"]);
         let e = Scope::Group("nope".into())

@@ -13,27 +13,48 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+
+use crate::error::{self, UserError};
 use git2::{Commit, ObjectType, Oid, Repository, Tree};
 
 /// Opens the repository named by `--repo`, or else the one git's environment
 /// or the current directory points at. `open_from_env` is what makes the
 /// quarantined objects of a push visible inside the hook.
 pub(crate) fn open(path: Option<&Path>) -> Result<Repository> {
-    match path {
-        Some(p) => {
-            Repository::open(p).with_context(|| format!("{} is not a git repository", p.display()))
-        }
-        None => {
-            Repository::open_from_env().context("not inside a git repository (use --repo PATH)")
-        }
-    }
+    let opened = match path {
+        Some(p) => Repository::open(p),
+        None => Repository::open_from_env(),
+    };
+    opened.map_err(|e| {
+        let (message, hint) = match (path, error::ownership_hint(&e)) {
+            (Some(p), Some(h)) => (
+                format!("{} is not owned by the current user", p.display()),
+                Some(h),
+            ),
+            (None, Some(h)) => (
+                "the repository is not owned by the current user".into(),
+                Some(h),
+            ),
+            (Some(p), None) => (format!("{} is not a git repository", p.display()), None),
+            (None, None) => (
+                "not inside a git repository".into(),
+                Some("run it inside one, or name it with --repo PATH".into()),
+            ),
+        };
+        anyhow::Error::new(e).context(UserError::usage(message).hint_opt(hint))
+    })
 }
 
 /// Resolves a commit id, tag, branch or expression such as `main~3`.
 pub(crate) fn resolve<'r>(repo: &'r Repository, rev: &str) -> Result<Commit<'r>> {
     repo.revparse_single(rev)
         .and_then(|o| o.peel_to_commit())
-        .with_context(|| format!("revision `{rev}` does not resolve to a commit"))
+        .map_err(|e| {
+            anyhow::Error::new(e).context(
+                UserError::usage(format!("revision `{rev}` does not resolve to a commit"))
+                    .hint("name a commit id, branch or tag, e.g. `main~1` (see `rollgate log`)"),
+            )
+        })
 }
 
 pub(crate) fn short(id: Oid) -> String {
@@ -257,7 +278,10 @@ fn write_tree(repo: &Repository, tree: &Tree<'_>, dest: &Path, rel: &str) -> Res
                     fs::write(&target, blob.content())
                         .with_context(|| format!("cannot write {}", target.display()))?;
                     if mode == MODE_EXEC {
-                        fs::set_permissions(&target, fs::Permissions::from_mode(0o755))?;
+                        fs::set_permissions(&target, fs::Permissions::from_mode(0o755))
+                            .with_context(|| {
+                                format!("cannot make {} executable", target.display())
+                            })?;
                     }
                 }
             }
@@ -268,12 +292,15 @@ fn write_tree(repo: &Repository, tree: &Tree<'_>, dest: &Path, rel: &str) -> Res
 
 fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
     for entry in fs::read_dir(src).with_context(|| format!("cannot read {}", src.display()))? {
-        let entry = entry?;
+        let entry = entry.with_context(|| format!("cannot read {}", src.display()))?;
         let from = entry.path();
         let to = dest.join(entry.file_name());
-        let kind = entry.file_type()?;
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("cannot read {}", from.display()))?;
         if kind.is_symlink() {
-            let link = fs::read_link(&from)?;
+            let link =
+                fs::read_link(&from).with_context(|| format!("cannot read {}", from.display()))?;
             std::os::unix::fs::symlink(&link, &to)
                 .with_context(|| format!("cannot create symlink {}", to.display()))?;
         } else if kind.is_dir() {

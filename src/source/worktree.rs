@@ -28,7 +28,10 @@ impl Worktree {
             .prefix(&format!("{PREFIX}{}-", std::process::id()))
             .tempdir()
             .context("cannot create a temporary work tree (is TMPDIR writable?)")?;
-        let root = dir.path().canonicalize()?;
+        let root = dir
+            .path()
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", dir.path().display()))?;
         let worktree = Worktree { dir, root };
         let paths = outermost(paths);
         for path in &paths {
@@ -68,9 +71,11 @@ impl Worktree {
             for entry in
                 fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
             {
-                let entry = entry?;
-                let kind = entry.file_type()?;
+                let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
                 let path = entry.path();
+                let kind = entry
+                    .file_type()
+                    .with_context(|| format!("cannot read {}", path.display()))?;
                 if kind.is_dir() {
                     stack.push(path);
                 } else if kind.is_symlink() {
@@ -79,7 +84,8 @@ impl Worktree {
                         .unwrap_or(&path)
                         .display()
                         .to_string();
-                    let target = fs::read_link(&path)?;
+                    let target = fs::read_link(&path)
+                        .with_context(|| format!("cannot read the symlink {shown}"))?;
                     // Canonicalize follows every link on the way, so chains
                     // and `..` through other links are judged by where they
                     // really end. The target is never read or printed.

@@ -180,7 +180,7 @@ fn snapshot_broken_rollgate_toml_rejection() {
     env.assert_tmp_empty();
 }
 
-/// `branch` defaults to `main`: a repository whose very first push carries
+/// The policy's `branch` defaults to `main`: a repository whose very first push carries
 /// an unparsable rollgate.toml must not get it onto the deploy branch.
 #[test]
 fn broken_rollgate_toml_on_the_first_push_is_rejected() {
@@ -415,12 +415,19 @@ fn non_deploy_branch_with_a_broken_config_passes_untouched() {
 }
 
 #[test]
-fn the_deploy_branch_is_the_one_rollgate_toml_names() {
+fn the_deploy_branch_is_the_one_the_servers_policy_names() {
     let env = Env::new();
-    env.bare_repo();
+    let remote = env.bare_repo();
+    let policy = remote.join("rollgate/policy.toml");
+    let text = std::fs::read_to_string(&policy).expect("hook install wrote the policy");
+    assert!(text.contains("branch = \"main\""), "{text}");
+    std::fs::write(
+        &policy,
+        text.replace("branch = \"main\"", "branch = \"prod\""),
+    )
+    .unwrap();
     env.clone_repo();
     env.write_infra();
-    env.replace("rollgate.toml", r#"branch = "main""#, r#"branch = "prod""#);
     env.append(SSHD_92, "NoSuchOption yes");
     let id = env.commit("broken, on a repository that deploys from prod");
 
@@ -429,7 +436,7 @@ fn the_deploy_branch_is_the_one_rollgate_toml_names() {
 
     to_main
         .assert_ok()
-        .assert_contains("passed untouched")
+        .assert_contains("not the deploy branch (prod), passed untouched")
         .assert_lacks("FAILED");
     assert_eq!(env.remote_ref(MAIN).as_deref(), Some(id.as_str()));
     to_prod
@@ -701,5 +708,38 @@ fn push_changing_no_config_directory_checks_nothing() {
     assert_landed(&env, &out, &id);
     out.assert_contains("checking 0 of 3")
         .assert_lacks("FAILED");
+    env.assert_tmp_empty();
+}
+
+/// `ROLLGATE_LOG=debug` traces every command the hook starts, with its argv
+/// and how it ended, so "what did it actually run?" has an answer.
+#[test]
+fn debug_log_traces_every_spawned_command() {
+    let env = Env::new();
+    env.pushed_infra();
+    env.append(SSHD_92, "# a comment");
+    env.commit("touch sshd 9.2");
+    let mut cmd = env.command("git");
+    cmd.current_dir(env.work())
+        .args(["push", "-o", "validate-only", "origin", "main"])
+        .env("ROLLGATE_LOG", "debug");
+    let out = env.run(cmd);
+    out.assert_ok();
+    let traced = out.lines_with(&["debug: run", "/usr/sbin/sshd -t", "sshd_config"]);
+    assert_eq!(traced.len(), 1, "the sshd check is not traced once\n{out}");
+    // The next line says how it ended (the program traced is the one
+    // started: the sandbox's, which ends as the check does).
+    let lines = out.remote_lines();
+    let at = lines.iter().position(|l| *l == traced[0]).unwrap();
+    assert!(
+        lines[at + 1].starts_with("debug: ") && lines[at + 1].contains("exit status 0"),
+        "how the check ended is not traced\n{out}"
+    );
+    // Without the variable, no trace reaches the pusher.
+    env.append(SSHD_92, "# another");
+    env.commit("touch again");
+    env.push(&["-o", "validate-only"])
+        .assert_ok()
+        .assert_lacks("debug:");
     env.assert_tmp_empty();
 }

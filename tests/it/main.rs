@@ -9,10 +9,14 @@
 mod support;
 
 mod fleet;
+mod git_checks;
+mod help;
 mod hook_install;
 mod hook_validate;
+mod policy;
 mod rollback;
 mod rollout;
 mod sandbox;
+mod servers;
 mod ssh_hosts;
 mod validate_cli;

@@ -39,7 +39,7 @@ fn health_spec(on_failure: Option<&str>, farm: &[&str], batch: usize) -> Spec {
 /// Deploy that records its start, copies, then holds until `{root}/release`
 /// exists (at most a minute), then records its end: a deploy the test can
 /// keep "in progress" for as long as it needs, without guessing durations.
-fn gated_deploy() -> Vec<String> {
+pub fn gated_deploy() -> Vec<String> {
     sh("set -e; echo start $(date +%s%N) >> {root}/{host}.times; \
         rsync -a --checksum --delete --mkpath {dir}/ {root}/{host}/etc/ssh/; \
         n=0; while [ ! -e {root}/release ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done; \
@@ -48,14 +48,14 @@ fn gated_deploy() -> Vec<String> {
 
 /// The `{root}/release` file [`gated_deploy`] waits for. Opened on drop
 /// too, so that a failing test leaves no deploy waiting behind it.
-struct Gate(std::path::PathBuf);
+pub struct Gate(std::path::PathBuf);
 
 impl Gate {
-    fn of(f: &Fleet) -> Gate {
+    pub fn of(f: &Fleet) -> Gate {
         Gate(f.hosts.join("release"))
     }
 
-    fn open(&self) {
+    pub fn open(&self) {
         fs::write(&self.0, "").unwrap();
     }
 }

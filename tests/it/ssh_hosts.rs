@@ -14,7 +14,7 @@ use crate::support::{Env, SSHD_92, SSHD_96, path_str};
 
 /// Client options that keep ssh hermetic (no config, no known_hosts, no
 /// agent) and quick (no post-quantum key exchange).
-const SSH_OPTS: &str = "-F /dev/null -p {port} -i {key} -o IdentitiesOnly=yes -o BatchMode=yes \
+pub const SSH_OPTS: &str = "-F /dev/null -p {port} -i {key} -o IdentitiesOnly=yes -o BatchMode=yes \
      -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
      -o KexAlgorithms=curve25519-sha256";
 
@@ -54,12 +54,12 @@ fn stop(d: &mut Sshd) {
 }
 
 /// A port nothing listens on right now at `addr`.
-fn free_port(addr: &str) -> u16 {
+pub fn free_port(addr: &str) -> u16 {
     let l = TcpListener::bind((addr, 0)).expect("bind a loopback address");
     l.local_addr().expect("local addr").port()
 }
 
-fn keygen(env: &Env, path: &Path) {
+pub fn keygen(env: &Env, path: &Path) {
     let mut cmd = env.command("ssh-keygen");
     cmd.args([
         "-q",
