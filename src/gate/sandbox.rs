@@ -20,7 +20,6 @@ use anyhow::{Context, Result};
 
 use crate::error::UserError;
 use crate::policy::{self, Policy};
-
 use crate::process::{self, Failure, Finished};
 use crate::source::worktree::Worktree;
 
