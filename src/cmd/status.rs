@@ -3,6 +3,7 @@ use crate::source::repo::{self, short_str};
 use crate::ui::Ui;
 use anyhow::Result;
 use clap::Args;
+use std::io::Write;
 
 use super::RepoArg;
 
@@ -52,6 +53,9 @@ pub(crate) fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
         if let Some(left) = &s.left {
             result = format!("{result} (left {})", short_str(left));
         }
+        if let Some(target) = &s.target {
+            result = format!("{result} (to {})", short_str(target));
+        }
         rows.push(vec![
             s.host.clone(),
             s.service.clone(),
@@ -70,13 +74,23 @@ pub(crate) fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
 
 pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
     let repo = repo::open(args.repo.repo.as_deref())?;
-    let report = status::log(repo.path(), args.limit)?;
+    let report = status::log(repo.path())?;
     warn_unreadable(ui, &report);
+    // Runs are read from the journal's end as they are printed, so neither
+    // time nor memory grows with the history not shown.
+    let runs = report.items.take(args.limit.unwrap_or(usize::MAX));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.items)?);
+        let mut out = std::io::stdout().lock();
+        out.write_all(b"[")?;
+        for (i, run) in runs.enumerate() {
+            out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+            serde_json::to_writer_pretty(&mut out, &run?)?;
+        }
+        out.write_all(b"\n]\n")?;
         return Ok(());
     }
-    for run in &report.items {
+    for run in runs {
+        let run = run?;
         let ok = run
             .steps
             .iter()
@@ -122,9 +136,15 @@ pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
 }
 
 fn warn_unreadable<T>(ui: &Ui, report: &Report<T>) {
-    for line in &report.unreadable {
+    for (file, line) in &report.unreadable {
         ui.line(format_args!(
-            "warning: journal line {line} is unreadable (a write cut short?); skipped"
+            "warning: journal line {line} is unreadable (rollgate/{file}; a write cut short?); skipped"
+        ));
+    }
+    if report.unreadable_more > 0 {
+        ui.line(format_args!(
+            "warning: {} more journal lines are unreadable; skipped",
+            report.unreadable_more
         ));
     }
 }

@@ -3,4 +3,6 @@
 
 pub(crate) mod journal;
 pub(crate) mod lock;
+pub(crate) mod segment;
+pub(crate) mod state;
 pub(crate) mod status;
