@@ -285,7 +285,7 @@ pub(crate) mod tests {
     }
 
     fn unreadable(git_dir: &Path) -> Vec<(String, u64)> {
-        read(git_dir).unwrap().unreadable().0
+        read(git_dir).unwrap().unreadable(false).0
     }
 
     #[test]
@@ -309,7 +309,7 @@ pub(crate) mod tests {
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(text.lines().nth(2).unwrap().contains(r#""run":"r3""#));
         let h = read(dir.path()).unwrap();
-        assert_eq!(h.unreadable().0, [("journal.jsonl".to_string(), 2)]);
+        assert_eq!(h.unreadable(false).0, [("journal.jsonl".to_string(), 2)]);
         assert_eq!(h.last_good("h1", "sshd").unwrap().rev, "bbb");
         assert_eq!(h.previous_good_host("h1").unwrap().rev, "aaa");
     }

@@ -165,12 +165,14 @@ impl History {
     }
 
     /// Journal lines that could not be read: `(file, line)`, and how many
-    /// more there are beyond those listed.
-    pub(crate) fn unreadable(&self) -> (Vec<(String, u64)>, u64) {
+    /// more there are beyond those listed. While a deploy holds the lock, a
+    /// last line without its newline may be a write in progress: `live`
+    /// leaves it out.
+    pub(crate) fn unreadable(&self, live: bool) -> (Vec<(String, u64)>, u64) {
         let mut list: Vec<(String, u64)> = self
             .unreadable
             .iter()
-            .chain(&self.torn)
+            .chain(self.torn.iter().filter(|_| !live))
             .map(|u| (segment::name(u.segment, self.active), u.line))
             .collect();
         list.dedup();

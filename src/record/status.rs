@@ -49,7 +49,7 @@ pub(crate) struct Report<T> {
 pub(crate) fn status(git_dir: &Path) -> Result<Report<Vec<HostState>>> {
     let history = journal::read(git_dir)?;
     let live = lock::is_held(git_dir)?;
-    let (unreadable, unreadable_more) = history.unreadable();
+    let (unreadable, unreadable_more) = history.unreadable(live);
     Ok(Report {
         items: rows(&history, live),
         unreadable,
@@ -169,7 +169,7 @@ pub(crate) struct RunSummary {
 pub(crate) fn log(git_dir: &Path) -> Result<Report<Runs>> {
     let history = journal::read(git_dir)?;
     let live = lock::is_held(git_dir)?;
-    let (unreadable, unreadable_more) = history.unreadable();
+    let (unreadable, unreadable_more) = history.unreadable(live);
     let dir = journal::dir_of(git_dir);
     // Every file is opened now: a run that seals the active segment while
     // this reads renames it, and an open file follows the rename.
