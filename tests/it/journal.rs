@@ -275,3 +275,64 @@ fn a_big_journal_from_an_older_rollgate_is_taken_over_and_history_stays_right() 
     assert!(last_line_of(&journal_files(&f)[0]).contains(&a));
     f.assert_clean();
 }
+
+#[test]
+fn after_a_failed_restore_status_names_the_files_the_host_holds_and_says_so() {
+    let f = Fleet::new();
+    let mut spec = Spec::standard();
+    // A's deploy refuses a host with a `.blocked` marker: the restore to A
+    // (which runs A's own commands) can then be made to fail.
+    spec.deploy = sh("test ! -e {root}/{host}.blocked \
+         && rsync -a --checksum --delete --mkpath {dir}/ {root}/{host}/etc/ssh/");
+    spec.health = Some(sh(
+        "if test -e {root}/{host}.{rev}.broken; then echo {host} answers 503 >&2; exit 1; fi",
+    ));
+    spec.service.push("health_wait = \"1s\"".into());
+    let a = f.start(&spec);
+
+    spec.deploy = timed_deploy(None);
+    f.write_spec(&spec);
+    let b = f.change("b");
+    fs::write(f.hosts.join(format!("server04.{b}.broken")), "").unwrap();
+    fs::write(f.hosts.join("server04.blocked"), "").unwrap();
+    let out = f.env.push(&[]);
+    f.assert_rejected(&out, Some(&a));
+    f.assert_line(&out, &["[server04]", "restore", "FAILED"]);
+
+    // The host holds B's files; status says so, and that putting A back failed.
+    f.assert_on("server04", &b, SSHD_96);
+    let s4 = f.status_of("server04");
+    assert_eq!(
+        (&s4["result"], &s4["rev"], &s4["target"]),
+        (
+            &"restore-failed".into(),
+            &b.as_str().into(),
+            &a.as_str().into()
+        ),
+        "{s4:#}"
+    );
+    let remote = f.env.remote();
+    let out = f.env.rollgate(&["status", "--repo", path_str(&remote)]);
+    out.assert_ok();
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("server04"))
+        .unwrap_or_else(|| panic!("no server04 row\n{out}"));
+    assert!(
+        row.contains(short(&b)) && row.contains(&format!("restore-failed (to {})", short(&a))),
+        "{row}"
+    );
+
+    // Once a later deploy gets through, the row is that deploy's.
+    fs::remove_file(f.hosts.join("server04.blocked")).unwrap();
+    let c = f.change("c");
+    f.assert_landed(&f.env.push(&[]), &c);
+    let s4 = f.status_of("server04");
+    assert_eq!(
+        (&s4["result"], &s4["rev"]),
+        (&"ok".into(), &c.as_str().into())
+    );
+    assert!(s4.get("target").is_none(), "{s4:#}");
+    f.assert_clean();
+}
