@@ -305,8 +305,8 @@ mod tests {
             start.hosts = hosts.iter().map(|h| format!("canary/{h}")).collect();
             let mut batch = start.clone();
             batch.event = Event::Batch;
-            self.0.apply(&start);
-            self.0.apply(&batch);
+            self.0.apply_record(&start);
+            self.0.apply_record(&batch);
             rec
         }
 
@@ -327,12 +327,12 @@ mod tests {
             );
             r.action = action;
             r.from = from.map(str::to_string);
-            self.0.apply(&r);
+            self.0.apply_record(&r);
         }
 
         fn end(&mut self, rec: &Recorder, rev: &str) {
             self.0
-                .apply(&rec.record(Event::End, Action::Deploy, rev, Outcome::Ok));
+                .apply_record(&rec.record(Event::End, Action::Deploy, rev, Outcome::Ok));
         }
 
         fn row(&self, host: &str, live: bool) -> HostState {
