@@ -79,12 +79,32 @@ pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
     // Runs are read from the journal's end as they are printed, so neither
     // time nor memory grows with the history not shown.
     let runs = report.items.take(args.limit.unwrap_or(usize::MAX));
-    if args.json {
-        let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match print_log(runs, args.json, &mut out).and_then(|()| Ok(out.flush()?)) {
+        // `rollgate log | head` stops reading: that is not an error.
+        Err(e) if broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    let kind = e
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind)
+        .or_else(|| e.downcast_ref::<serde_json::Error>()?.io_error_kind());
+    kind == Some(std::io::ErrorKind::BrokenPipe)
+}
+
+fn print_log(
+    runs: impl Iterator<Item = Result<status::RunSummary>>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    if json {
         out.write_all(b"[")?;
         for (i, run) in runs.enumerate() {
             out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
-            serde_json::to_writer_pretty(&mut out, &run?)?;
+            serde_json::to_writer_pretty(&mut *out, &run?)?;
         }
         out.write_all(b"\n]\n")?;
         return Ok(());
@@ -102,7 +122,8 @@ pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
         } else {
             format!("  -o {}", run.options.join(" -o "))
         };
-        println!(
+        writeln!(
+            out,
             "{}  {}  {} {}  by {}  {}  ({ok} ok, {failed} failed){options}",
             run.time,
             run.run,
@@ -110,9 +131,10 @@ pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
             short_str(&run.rev),
             run.who,
             run.result,
-        );
+        )?;
         for s in &run.steps {
-            println!(
+            writeln!(
+                out,
                 "    {} {} {} {} {}{} {}{}",
                 s.action,
                 s.host.as_deref().unwrap_or("-"),
@@ -129,7 +151,7 @@ pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
                     .as_deref()
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
-            );
+            )?;
         }
     }
     Ok(())
