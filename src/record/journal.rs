@@ -193,7 +193,11 @@ impl Journal {
         end_torn_line(&mut file, &path)?;
         if file.metadata()?.len() >= segment::SEGMENT_BYTES {
             drop(file);
-            segment::seal_active(&dir)?;
+            // Best effort: a segment that cannot be sealed (say `journal/`
+            // cannot be created) stays active and correct, only longer,
+            // and the next run tries again. Deploys fail for the journal's
+            // appends, never for its housekeeping.
+            let _ = segment::seal_active(&dir);
             file = open_active(&path)?;
         }
         Ok(Journal { file, path, dir })
