@@ -3,6 +3,7 @@ use crate::source::repo::{self, short_str};
 use crate::ui::Ui;
 use anyhow::Result;
 use clap::Args;
+use std::io::Write;
 
 use super::RepoArg;
 
@@ -53,6 +54,9 @@ pub(crate) fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
         if let Some(left) = &s.left {
             result = format!("{result} (left {})", short_str(left));
         }
+        if let Some(target) = &s.target {
+            result = format!("{result} (to {})", short_str(target));
+        }
         rows.push(vec![
             s.host.clone(),
             s.service.clone(),
@@ -71,13 +75,43 @@ pub(crate) fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
 
 pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
     let repo = repo::open(args.repo.repo.as_deref())?;
-    let report = status::log(repo.path(), args.limit)?;
+    let report = status::log(repo.path())?;
     warn_unreadable(ui, &report);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.items)?);
+    // Runs are read from the journal's end as they are printed, so neither
+    // time nor memory grows with the history not shown.
+    let runs = report.items.take(args.limit.unwrap_or(usize::MAX));
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match print_log(runs, args.json, &mut out).and_then(|()| Ok(out.flush()?)) {
+        // `rollgate log | head` stops reading: that is not an error.
+        Err(e) if broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    let kind = e
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind)
+        .or_else(|| e.downcast_ref::<serde_json::Error>()?.io_error_kind());
+    kind == Some(std::io::ErrorKind::BrokenPipe)
+}
+
+fn print_log(
+    runs: impl Iterator<Item = Result<status::RunSummary>>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    if json {
+        out.write_all(b"[")?;
+        for (i, run) in runs.enumerate() {
+            out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+            serde_json::to_writer_pretty(&mut *out, &run?)?;
+        }
+        out.write_all(b"\n]\n")?;
         return Ok(());
     }
-    for run in &report.items {
+    for run in runs {
+        let run = run?;
         let ok = run
             .steps
             .iter()
@@ -89,7 +123,8 @@ pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
         } else {
             format!("  -o {}", run.options.join(" -o "))
         };
-        println!(
+        writeln!(
+            out,
             "{}  {}  {} {}  by {}  {}  ({ok} ok, {failed} failed){options}",
             run.time,
             run.run,
@@ -97,9 +132,10 @@ pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
             short_str(&run.rev),
             run.who,
             run.result,
-        );
+        )?;
         for s in &run.steps {
-            println!(
+            writeln!(
+                out,
                 "    {} {} {} {} {}{} {}{}",
                 s.action,
                 s.host.as_deref().unwrap_or("-"),
@@ -116,16 +152,22 @@ pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
                     .as_deref()
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
-            );
+            )?;
         }
     }
     Ok(())
 }
 
 fn warn_unreadable<T>(ui: &Ui, report: &Report<T>) {
-    for line in &report.unreadable {
+    for (file, line) in &report.unreadable {
         ui.line(format_args!(
-            "warning: journal line {line} is unreadable (a write cut short?); skipped"
+            "warning: journal line {line} is unreadable (rollgate/{file}; a write cut short?); skipped"
+        ));
+    }
+    if report.unreadable_more > 0 {
+        ui.line(format_args!(
+            "warning: {} more journal lines are unreadable; skipped",
+            report.unreadable_more
         ));
     }
 }

@@ -1,19 +1,41 @@
-//! `rollgate/journal.jsonl`: one JSON object per line, appended and synced
-//! to disk before the step it records is reported done.
+//! The journal: what ran where, one JSON object per line, appended and
+//! synced to disk before the step it records is reported done.
 //!
 //! The hook cannot write refs (the push is quarantined), so what ran where
-//! lives here, in a plain file, and nowhere else.
+//! lives here, in plain files, and nowhere else. In `<bare>/rollgate/`:
+//!
+//! - `journal.jsonl`: the active segment, the only file ever appended to.
+//! - `journal/000001.jsonl`, `journal/000002.jsonl` ...: sealed segments,
+//!   oldest first. When the active segment has grown past
+//!   [`segment::SEGMENT_BYTES`], the next run (holding the deploy lock, before
+//!   it appends) renames it to the next number and starts a new one. A
+//!   journal of any size from before segments existed is simply the first
+//!   active segment, and is sealed the same way. Together, sealed segments in
+//!   order and then the active one are the whole history; nothing in them is
+//!   ever rewritten.
+//! - `state.json`: per host what the journal says (see `state.rs`), derived
+//!   from the segments and rebuilt from them whenever it is missing, stale
+//!   or unreadable. Deploys and `status` read it plus whatever was appended
+//!   since it was written, so their cost does not grow with history.
+//!
+//! `log` reads segments newest first, each backwards by blocks, so `log -n`
+//! reads only as much as it shows. A line torn by a crash (no newline) is
+//! fenced off with a newline by the next append and reported, never fatal.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::record::segment;
+use crate::record::state;
+pub(crate) use crate::record::state::History;
+
 pub(crate) const DIR: &str = "rollgate";
-const FILE: &str = "journal.jsonl";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -157,21 +179,28 @@ pub(crate) fn dir_of(git_dir: &Path) -> PathBuf {
 pub(crate) struct Journal {
     file: File,
     path: PathBuf,
+    dir: PathBuf,
 }
 
 impl Journal {
+    /// Opens the active segment for appending, sealing it first if it has
+    /// grown past [`segment::SEGMENT_BYTES`]. Call with the deploy lock held.
     pub(crate) fn open(git_dir: &Path) -> Result<Journal> {
         let dir = dir_of(git_dir);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open the journal {}", path.display()))?;
-        let mut journal = Journal { file, path };
-        journal.end_torn_line()?;
-        Ok(journal)
+        let path = dir.join(segment::ACTIVE);
+        let mut file = open_active(&path)?;
+        end_torn_line(&mut file, &path)?;
+        if file.metadata()?.len() >= segment::SEGMENT_BYTES {
+            drop(file);
+            // Best effort: a segment that cannot be sealed (say `journal/`
+            // cannot be created) stays active and correct, only longer,
+            // and the next run tries again. Deploys fail for the journal's
+            // appends, never for its housekeeping.
+            let _ = segment::seal_active(&dir);
+            file = open_active(&path)?;
+        }
+        Ok(Journal { file, path, dir })
     }
 
     /// Appends records and syncs them; only then may they be reported.
@@ -190,94 +219,55 @@ impl Journal {
             .and_then(|()| self.file.sync_data())
             .with_context(|| format!("cannot write the journal {}", self.path.display()))
     }
+}
 
-    /// A run killed mid-write leaves a line without its newline; start the
-    /// next record on a fresh line so only the torn one is lost.
-    fn end_torn_line(&mut self) -> Result<()> {
-        let len = self.file.metadata()?.len();
-        if len == 0 {
-            return Ok(());
-        }
-        let bytes = fs::read(&self.path)?;
-        if bytes.last() != Some(&b'\n') {
-            self.file.write_all(b"\n")?;
-            self.file.sync_data()?;
-        }
-        Ok(())
+fn open_active(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)
+        .with_context(|| format!("cannot open the journal {}", path.display()))
+}
+
+/// A run killed mid-write leaves a line without its newline; start the
+/// next record on a fresh line so only the torn one is lost.
+fn end_torn_line(file: &mut File, path: &Path) -> Result<()> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8];
+    file.read_exact_at(&mut last, len - 1)
+        .with_context(|| format!("cannot read the journal {}", path.display()))?;
+    if last != *b"\n" {
+        file.write_all(b"\n")
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("cannot write the journal {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Once a run's records are in, fold them into `state.json`, so the next
+/// run starts from there. Best effort: a state not updated here is caught up
+/// (or rebuilt) by the next reader.
+impl Drop for Journal {
+    fn drop(&mut self) {
+        let _ = state::load(&self.dir);
     }
 }
 
-/// Every readable record, oldest first, and the line numbers of any that
-/// could not be read (a torn write is reported, never fatal).
-pub(crate) struct History {
-    pub(crate) records: Vec<Record>,
-    pub(crate) unreadable: Vec<usize>,
-}
-
+/// The journal folded up to now (see `state.rs`): what ran where, without
+/// reading all of history.
 pub(crate) fn read(git_dir: &Path) -> Result<History> {
-    let path = dir_of(git_dir).join(FILE);
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(History {
-                records: Vec::new(),
-                unreadable: Vec::new(),
-            });
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot read the journal {}", path.display()));
-        }
-    };
-    let mut records = Vec::new();
-    let mut unreadable = Vec::new();
-    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
-        let line = line.with_context(|| format!("cannot read the journal {}", path.display()))?;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<Record>(&line) {
-            Ok(r) => records.push(r),
-            Err(_) => unreadable.push(i + 1),
-        }
-    }
-    Ok(History {
-        records,
-        unreadable,
-    })
-}
-
-impl History {
-    /// The last revision that went through fine on `host`/`service`: what
-    /// a failed host is restored to, and what `plan` diffs against.
-    pub(crate) fn last_good(&self, host: &str, service: &str) -> Option<&Record> {
-        self.records.iter().rev().find(|r| {
-            r.event == Event::Host
-                && r.result == Outcome::Ok
-                && r.host.as_deref() == Some(host)
-                && r.service.as_deref() == Some(service)
-        })
-    }
-
-    /// The good revision a host had before its current one (all services of
-    /// a group are deployed together, so the host's newest record decides).
-    pub(crate) fn previous_good_host(&self, host: &str) -> Option<&Record> {
-        let good = |r: &&Record| {
-            r.event == Event::Host && r.result == Outcome::Ok && r.host.as_deref() == Some(host)
-        };
-        let current = self.records.iter().rev().find(good)?;
-        self.records
-            .iter()
-            .rev()
-            .filter(good)
-            .find(|r| r.rev != current.rev)
-    }
+    state::load(&dir_of(git_dir))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn host_record(run: &str, rev: &str, result: Outcome) -> Record {
+    pub(crate) fn host_record(run: &str, host: &str, rev: &str, result: Outcome) -> Record {
         Record {
             run: run.into(),
             time: now(),
@@ -285,7 +275,7 @@ mod tests {
             action: Action::Deploy,
             rev: rev.into(),
             group: Some("canary".into()),
-            host: Some("h1".into()),
+            host: Some(host.into()),
             service: Some("sshd".into()),
             version: Some("9.6".into()),
             from: None,
@@ -298,36 +288,70 @@ mod tests {
         }
     }
 
+    fn unreadable(git_dir: &Path) -> Vec<(String, u64)> {
+        read(git_dir).unwrap().unreadable(false).0
+    }
+
     #[test]
     fn torn_last_line_is_reported_and_the_next_append_starts_clean() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path()).unwrap();
-        j.append(&[host_record("r1", "aaa", Outcome::Ok)]).unwrap();
+        j.append(&[host_record("r1", "h1", "aaa", Outcome::Ok)])
+            .unwrap();
         drop(j);
-        let path = dir_of(dir.path()).join(FILE);
+        let path = dir_of(dir.path()).join(segment::ACTIVE);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(br#"{"run":"r2","ti"#).unwrap();
         drop(f);
+        // Torn and not yet fenced off: reported, not folded.
+        assert_eq!(unreadable(dir.path()), [("journal.jsonl".to_string(), 2)]);
         let mut j = Journal::open(dir.path()).unwrap();
-        j.append(&[host_record("r3", "bbb", Outcome::Ok)]).unwrap();
+        j.append(&[host_record("r3", "h1", "bbb", Outcome::Ok)])
+            .unwrap();
+        drop(j);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.lines().nth(2).unwrap().contains(r#""run":"r3""#));
         let h = read(dir.path()).unwrap();
-        assert_eq!(h.records.len(), 2);
-        assert_eq!(h.unreadable, [2]);
+        assert_eq!(h.unreadable(false).0, [("journal.jsonl".to_string(), 2)]);
+        assert_eq!(h.last_good("h1", "sshd").unwrap().rev, "bbb");
+        assert_eq!(h.previous_good_host("h1").unwrap().rev, "aaa");
     }
 
     #[test]
-    fn previous_good_host_skips_failures_and_the_current_revision() {
-        let h = History {
-            records: vec![
-                host_record("r1", "aaa", Outcome::Ok),
-                host_record("r2", "bbb", Outcome::Ok),
-                host_record("r3", "ccc", Outcome::Failed),
-                host_record("r4", "bbb", Outcome::Ok),
-            ],
-            unreadable: vec![],
-        };
-        assert_eq!(h.last_good("h1", "sshd").unwrap().rev, "bbb");
-        assert_eq!(h.previous_good_host("h1").unwrap().rev, "aaa");
-        assert!(h.last_good("h2", "sshd").is_none());
+    fn a_big_active_segment_is_sealed_by_the_next_run_and_history_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let rollgate = dir_of(dir.path());
+        let mut j = Journal::open(dir.path()).unwrap();
+        let mut n = 0;
+        while fs::metadata(rollgate.join(segment::ACTIVE)).unwrap().len() < segment::SEGMENT_BYTES {
+            n += 1;
+            j.append(&[host_record(
+                &format!("r{n}"),
+                "h1",
+                &format!("{n}"),
+                Outcome::Ok,
+            )])
+            .unwrap();
+        }
+        drop(j);
+        let before = fs::read(rollgate.join(segment::ACTIVE)).unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        // Sealed byte for byte; the active segment starts empty.
+        assert_eq!(
+            fs::read(rollgate.join("journal/000001.jsonl")).unwrap(),
+            before
+        );
+        assert_eq!(
+            fs::metadata(rollgate.join(segment::ACTIVE)).unwrap().len(),
+            0
+        );
+        j.append(&[host_record("last", "h1", "new", Outcome::Ok)])
+            .unwrap();
+        drop(j);
+        let h = read(dir.path()).unwrap();
+        assert_eq!(h.last_good("h1", "sshd").unwrap().rev, "new");
+        assert_eq!(h.previous_good_host("h1").unwrap().rev, format!("{n}"));
+        assert_eq!(h, state::rebuild(&rollgate).unwrap());
     }
 }

@@ -4,4 +4,6 @@
 pub(crate) mod journal;
 pub(crate) mod keeper;
 pub(crate) mod lock;
+pub(crate) mod segment;
+pub(crate) mod state;
 pub(crate) mod status;

@@ -1,13 +1,19 @@
 //! `status` and `log`: what the journal says ran where.
+//!
+//! `status` answers from the folded state (`state.rs`), so it costs the
+//! same whatever the length of history; `log` walks the journal's segments
+//! newest first, backwards, and stops as soon as it has shown enough runs.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::record::journal::{self, Action, Event, History, Outcome, Record};
 use crate::record::lock;
+use crate::record::segment::{self, Backwards};
+use crate::record::state::Step;
 
 /// One host and service, as it stands.
 #[derive(Debug, Serialize)]
@@ -16,166 +22,129 @@ pub(crate) struct HostState {
     pub(crate) service: String,
     pub(crate) group: String,
     pub(crate) version: String,
+    /// The revision whose files the host holds.
     pub(crate) rev: String,
     pub(crate) when: String,
     pub(crate) who: String,
     pub(crate) action: Action,
-    /// ok, failed, restored, rolled-back, interrupted
+    /// ok, failed, restored, restore-failed, rolled-back, interrupted
     pub(crate) result: String,
     /// For a rollback or restore: the revision the host left.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) left: Option<String>,
+    /// For a failed restore: the revision it could not put back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) target: Option<String>,
     pub(crate) run: String,
 }
 
 pub(crate) struct Report<T> {
-    pub(crate) items: Vec<T>,
-    /// Journal lines that could not be read (a torn write), 1-based.
-    pub(crate) unreadable: Vec<usize>,
+    pub(crate) items: T,
+    /// Journal lines that could not be read (a torn write): file and
+    /// 1-based line, then how many more there are beyond those.
+    pub(crate) unreadable: Vec<(String, u64)>,
+    pub(crate) unreadable_more: u64,
 }
 
-pub(crate) fn status(git_dir: &Path) -> Result<Report<HostState>> {
+pub(crate) fn status(git_dir: &Path) -> Result<Report<Vec<HostState>>> {
     let history = journal::read(git_dir)?;
     let live = lock::is_held(git_dir)?;
-    let mut rows: BTreeMap<(String, String), HostState> = BTreeMap::new();
-    for r in history.records.iter().filter(|r| r.event == Event::Host) {
-        let (Some(host), Some(service)) = (&r.host, &r.service) else {
-            continue;
-        };
-        let result = match (r.action, r.result) {
-            (_, Outcome::Failed) => "failed",
-            (Action::Restore, _) => "restored",
-            (Action::Rollback, _) => "rolled-back",
-            _ => "ok",
-        };
-        let left = match r.action {
-            Action::Deploy => None,
-            _ => r.from.clone().filter(|f| *f != r.rev),
-        };
-        rows.insert(
-            (host.clone(), service.clone()),
-            state_of(r, host, service, result, left),
-        );
-    }
-    for run in interrupted_runs(&history, live) {
-        // Only hosts whose batch had started can be in an unknown state.
-        for entry in &run.started {
-            let host = entry.split_once('/').map_or(entry.as_str(), |(_, h)| h);
-            if run.finished_hosts.contains(&host) {
-                continue;
-            }
-            let services: Vec<String> = rows
-                .keys()
-                .filter(|(h, _)| h == host)
-                .map(|(_, s)| s.clone())
-                .collect();
-            let services = if services.is_empty() {
-                vec!["-".to_string()]
-            } else {
-                services
-            };
-            for service in services {
-                let mut state = state_of(run.start, host, &service, "interrupted", None);
-                state.group = entry
-                    .split_once('/')
-                    .map_or(String::new(), |(g, _)| g.to_string());
-                if let Some(prev) = rows.get(&(host.to_string(), service.clone())) {
-                    state.version = prev.version.clone();
-                    state.left = Some(prev.rev.clone());
-                }
-                rows.insert((host.to_string(), service), state);
-            }
-        }
-    }
+    let (unreadable, unreadable_more) = history.unreadable(live);
     Ok(Report {
-        items: rows.into_values().collect(),
-        unreadable: history.unreadable,
+        items: rows(&history, live),
+        unreadable,
+        unreadable_more,
     })
 }
 
-fn state_of(
-    r: &Record,
-    host: &str,
-    service: &str,
-    result: &str,
-    left: Option<String>,
-) -> HostState {
+/// Per host and service, from the host's newest record. A host whose run
+/// died after its batch started and that no later record names is
+/// `interrupted`, unless that run is the one holding the lock right now.
+fn rows(history: &History, live: bool) -> Vec<HostState> {
+    let running = history
+        .open
+        .as_ref()
+        .filter(|_| live)
+        .map(|o| o.run.as_str());
+    let mut rows = Vec::new();
+    for (host, h) in &history.hosts {
+        let interrupted = h
+            .inflight
+            .as_ref()
+            .filter(|s| Some(s.run.as_str()) != running);
+        if h.services.is_empty() {
+            if let Some(step) = interrupted {
+                rows.push(interrupted_row(host, "-", step, None));
+            }
+            continue;
+        }
+        for (service, s) in &h.services {
+            let row = row_of(host, service, &s.newest);
+            rows.push(match interrupted {
+                Some(step) => interrupted_row(host, service, step, Some(row)),
+                None => row,
+            });
+        }
+    }
+    rows
+}
+
+fn row_of(host: &str, service: &str, s: &Step) -> HostState {
+    let failed = s.result == Outcome::Failed;
+    let mut row = HostState {
+        host: host.to_string(),
+        service: service.to_string(),
+        group: s.group.clone(),
+        version: s.version.clone().unwrap_or_default(),
+        rev: s.rev.clone(),
+        when: s.time.clone(),
+        who: s.who.clone(),
+        action: s.action,
+        result: match (s.action, failed) {
+            (Action::Restore, true) => "restore-failed",
+            (_, true) => "failed",
+            (Action::Restore, false) => "restored",
+            (Action::Rollback, false) => "rolled-back",
+            (Action::Deploy, false) => "ok",
+        }
+        .to_string(),
+        left: match s.action {
+            Action::Deploy => None,
+            _ => s.from.clone().filter(|f| *f != s.rev),
+        },
+        target: None,
+        run: s.run.clone(),
+    };
+    if s.action == Action::Restore && failed {
+        // The host still holds the files the restore was to replace.
+        if let Some(from) = &s.from {
+            row.target = Some(std::mem::replace(&mut row.rev, from.clone()));
+            // The version named is the restore's; the host's is unknown.
+            row.version.clear();
+        }
+        row.left = None;
+    }
+    row
+}
+
+fn interrupted_row(host: &str, service: &str, step: &Step, before: Option<HostState>) -> HostState {
     HostState {
         host: host.to_string(),
         service: service.to_string(),
-        group: r.group.clone().unwrap_or_default(),
-        version: r.version.clone().unwrap_or_default(),
-        rev: r.rev.clone(),
-        when: r.time.clone(),
-        who: r.who.clone(),
-        action: r.action,
-        result: result.to_string(),
-        left,
-        run: r.run.clone(),
+        group: step.group.clone(),
+        version: before
+            .as_ref()
+            .map(|b| b.version.clone())
+            .unwrap_or_default(),
+        rev: step.rev.clone(),
+        when: step.time.clone(),
+        who: step.who.clone(),
+        action: step.action,
+        result: "interrupted".into(),
+        left: before.map(|b| b.rev),
+        target: None,
+        run: step.run.clone(),
     }
-}
-
-struct RunView<'h> {
-    start: &'h Record,
-    end: Option<&'h Record>,
-    /// `group/host` of every host whose batch started.
-    started: Vec<&'h String>,
-    finished_hosts: Vec<&'h str>,
-    steps: Vec<&'h Record>,
-}
-
-fn runs(history: &History) -> Vec<RunView<'_>> {
-    let mut order: Vec<&str> = Vec::new();
-    let mut by_id: BTreeMap<&str, RunView<'_>> = BTreeMap::new();
-    for r in &history.records {
-        match r.event {
-            Event::Start => {
-                order.push(&r.run);
-                by_id.insert(
-                    &r.run,
-                    RunView {
-                        start: r,
-                        end: None,
-                        started: vec![],
-                        finished_hosts: vec![],
-                        steps: vec![],
-                    },
-                );
-            }
-            Event::Batch => {
-                if let Some(v) = by_id.get_mut(r.run.as_str()) {
-                    v.started.extend(&r.hosts);
-                }
-            }
-            Event::Host => {
-                if let Some(v) = by_id.get_mut(r.run.as_str()) {
-                    if let Some(h) = &r.host {
-                        v.finished_hosts.push(h);
-                    }
-                    v.steps.push(r);
-                }
-            }
-            Event::End => {
-                if let Some(v) = by_id.get_mut(r.run.as_str()) {
-                    v.end = Some(r);
-                }
-            }
-        }
-    }
-    order.iter().filter_map(|id| by_id.remove(id)).collect()
-}
-
-/// Runs with a start and no end. While a deploy holds the lock, the newest
-/// such run is still going, not interrupted.
-fn interrupted_runs(history: &History, live: bool) -> Vec<RunView<'_>> {
-    let mut open: Vec<RunView<'_>> = runs(history)
-        .into_iter()
-        .filter(|r| r.end.is_none())
-        .collect();
-    if live {
-        open.pop();
-    }
-    open
 }
 
 /// One run, as `log` shows it.
@@ -196,37 +165,265 @@ pub(crate) struct RunSummary {
     pub(crate) steps: Vec<Record>,
 }
 
-/// Runs, newest first, at most `limit`.
-pub(crate) fn log(git_dir: &Path, limit: Option<usize>) -> Result<Report<RunSummary>> {
+/// Runs, newest first, read from the journal's end as they are asked for.
+pub(crate) fn log(git_dir: &Path) -> Result<Report<Runs>> {
     let history = journal::read(git_dir)?;
     let live = lock::is_held(git_dir)?;
-    let all = runs(&history);
-    let newest = all.len().saturating_sub(1);
-    let items = all
-        .into_iter()
-        .enumerate()
-        .rev()
-        .take(limit.unwrap_or(usize::MAX))
-        .map(|(i, v)| RunSummary {
-            run: v.start.run.clone(),
-            time: v.start.time.clone(),
-            action: v.start.action,
-            rev: v.start.rev.clone(),
-            who: v.start.who.clone(),
-            options: v.start.options.clone(),
-            result: match v.end {
-                Some(e) if e.result == Outcome::Ok => "ok".into(),
-                Some(_) => "failed".into(),
-                None if live && i == newest => "running".into(),
-                None => "interrupted".into(),
-            },
-            duration_ms: v.end.and_then(|e| e.duration_ms),
-            error: v.end.and_then(|e| e.error.clone()),
-            steps: v.steps.into_iter().cloned().collect(),
-        })
-        .collect();
+    let (unreadable, unreadable_more) = history.unreadable(live);
+    let dir = journal::dir_of(git_dir);
+    // Every file is opened now: a run that seals the active segment while
+    // this reads renames it, and an open file follows the rename.
+    let sealed = segment::sealed(&dir)?;
+    let mut files = Vec::new();
+    for s in &sealed {
+        files.push(open_segment(&s.path)?);
+    }
+    if let Some(active) = segment::active(&dir, &sealed)? {
+        files.push(open_segment(&active.path)?);
+    }
     Ok(Report {
-        items,
-        unreadable: history.unreadable,
+        items: Runs {
+            files,
+            reader: None,
+            pending: Vec::new(),
+            live,
+            first: true,
+        },
+        unreadable,
+        unreadable_more,
     })
+}
+
+fn open_segment(path: &PathBuf) -> Result<(PathBuf, Option<Backwards>)> {
+    match File::open(path).and_then(Backwards::new) {
+        Ok(b) => Ok((path.clone(), Some(b))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((path.clone(), None)),
+        Err(e) => Err(e).with_context(|| format!("cannot read the journal {}", path.display())),
+    }
+}
+
+/// The journal's runs, newest first.
+pub(crate) struct Runs {
+    /// Files still to read, oldest first (read from the back).
+    files: Vec<(PathBuf, Option<Backwards>)>,
+    reader: Option<(PathBuf, Backwards)>,
+    /// Records read since the last start record, newest first: the steps
+    /// and end of the run whose start comes next.
+    pending: Vec<Record>,
+    live: bool,
+    first: bool,
+}
+
+impl Runs {
+    fn prev_line(&mut self) -> Result<Option<Vec<u8>>> {
+        loop {
+            if let Some((path, reader)) = &mut self.reader {
+                let line = reader
+                    .prev_line()
+                    .with_context(|| format!("cannot read the journal {}", path.display()))?;
+                if line.is_some() {
+                    return Ok(line);
+                }
+                self.reader = None;
+            }
+            match self.files.pop() {
+                Some((path, Some(b))) => self.reader = Some((path, b)),
+                Some((_, None)) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    fn next_run(&mut self) -> Result<Option<RunSummary>> {
+        while let Some(line) = self.prev_line()? {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            // Unreadable lines are reported from the state, once.
+            let Ok(r) = serde_json::from_slice::<Record>(&line) else {
+                continue;
+            };
+            if r.event != Event::Start {
+                self.pending.push(r);
+                continue;
+            }
+            // Records of runs whose start was lost belong to no run.
+            let mut mine: Vec<Record> = self.pending.drain(..).filter(|p| p.run == r.run).collect();
+            mine.reverse();
+            let end = mine.iter().rfind(|p| p.event == Event::End).cloned();
+            let first = std::mem::replace(&mut self.first, false);
+            return Ok(Some(RunSummary {
+                result: match &end {
+                    Some(e) if e.result == Outcome::Ok => "ok".into(),
+                    Some(_) => "failed".into(),
+                    None if self.live && first => "running".into(),
+                    None => "interrupted".into(),
+                },
+                duration_ms: end.as_ref().and_then(|e| e.duration_ms),
+                error: end.and_then(|e| e.error),
+                steps: mine
+                    .into_iter()
+                    .filter(|p| p.event == Event::Host)
+                    .collect(),
+                run: r.run,
+                time: r.time,
+                action: r.action,
+                rev: r.rev,
+                who: r.who,
+                options: r.options,
+            }));
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for Runs {
+    type Item = Result<RunSummary>;
+
+    fn next(&mut self) -> Option<Result<RunSummary>> {
+        self.next_run().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::journal::Recorder;
+    use crate::record::journal::tests::host_record;
+
+    /// Folds records written the way a run writes them.
+    struct Fold(History);
+
+    impl Fold {
+        fn start(&mut self, run: &str, rev: &str, hosts: &[&str]) -> Recorder {
+            let rec = Recorder {
+                run: run.into(),
+                who: "tester".into(),
+                options: vec![],
+            };
+            let mut start = rec.record(Event::Start, Action::Deploy, rev, Outcome::Started);
+            start.hosts = hosts.iter().map(|h| format!("canary/{h}")).collect();
+            let mut batch = start.clone();
+            batch.event = Event::Batch;
+            self.0.apply_record(&start);
+            self.0.apply_record(&batch);
+            rec
+        }
+
+        fn host(
+            &mut self,
+            run: &str,
+            host: &str,
+            action: Action,
+            rev: &str,
+            from: Option<&str>,
+            ok: bool,
+        ) {
+            let mut r = host_record(
+                run,
+                host,
+                rev,
+                if ok { Outcome::Ok } else { Outcome::Failed },
+            );
+            r.action = action;
+            r.from = from.map(str::to_string);
+            self.0.apply_record(&r);
+        }
+
+        fn end(&mut self, rec: &Recorder, rev: &str) {
+            self.0
+                .apply_record(&rec.record(Event::End, Action::Deploy, rev, Outcome::Ok));
+        }
+
+        fn row(&self, host: &str, live: bool) -> HostState {
+            rows(&self.0, live)
+                .into_iter()
+                .find(|r| r.host == host)
+                .unwrap_or_else(|| panic!("no row for {host}"))
+        }
+    }
+
+    fn deployed(f: &mut Fold, run: &str, rev: &str, hosts: &[&str]) {
+        let rec = f.start(run, rev, hosts);
+        for h in hosts {
+            f.host(run, h, Action::Deploy, rev, None, true);
+        }
+        f.end(&rec, rev);
+    }
+
+    #[test]
+    fn an_interrupted_host_reads_interrupted_only_until_a_later_run_records_it() {
+        let mut f = Fold(History::default());
+        deployed(&mut f, "r1", "aaa", &["h1", "h2", "h3"]);
+        // r2 dies after h1 finished, with h2 and h3 in flight.
+        f.start("r2", "bbb", &["h1", "h2", "h3"]);
+        f.host("r2", "h1", Action::Deploy, "bbb", None, true);
+        let h2 = f.row("h2", false);
+        assert_eq!(
+            (h2.result.as_str(), h2.rev.as_str()),
+            ("interrupted", "bbb")
+        );
+        assert_eq!(h2.left.as_deref(), Some("aaa"));
+        assert_eq!(f.row("h1", false).result, "ok");
+        // While r2 holds the lock it is running: h2 is still on aaa as far
+        // as anyone knows.
+        let live = f.row("h2", true);
+        assert_eq!((live.result.as_str(), live.rev.as_str()), ("ok", "aaa"));
+
+        // A later run that records h2 (but not h3) settles h2 only.
+        deployed(&mut f, "r3", "ccc", &["h2"]);
+        let h2 = f.row("h2", false);
+        assert_eq!((h2.result.as_str(), h2.rev.as_str()), ("ok", "ccc"));
+        let h3 = f.row("h3", false);
+        assert_eq!(
+            (h3.result.as_str(), h3.rev.as_str()),
+            ("interrupted", "bbb")
+        );
+        let h3 = f.row("h3", true);
+        assert_eq!(
+            h3.result, "interrupted",
+            "r2 is not the run holding the lock"
+        );
+    }
+
+    #[test]
+    fn a_failed_restore_names_the_files_the_host_holds_and_says_it_failed() {
+        let mut f = Fold(History::default());
+        deployed(&mut f, "r1", "aaa", &["h1", "h2"]);
+        let rec = f.start("r2", "bbb", &["h1", "h2"]);
+        f.host("r2", "h1", Action::Deploy, "bbb", Some("aaa"), false);
+        f.host("r2", "h2", Action::Deploy, "bbb", Some("aaa"), false);
+        f.host("r2", "h1", Action::Restore, "aaa", Some("bbb"), false);
+        f.host("r2", "h2", Action::Restore, "aaa", Some("bbb"), true);
+        f.end(&rec, "bbb");
+        let h1 = f.row("h1", false);
+        assert_eq!(
+            (h1.result.as_str(), h1.rev.as_str(), h1.target.as_deref()),
+            ("restore-failed", "bbb", Some("aaa"))
+        );
+        let h2 = f.row("h2", false);
+        assert_eq!(
+            (h2.result.as_str(), h2.rev.as_str(), h2.left.as_deref()),
+            ("restored", "aaa", Some("bbb"))
+        );
+        // The restore target is still what the next failure goes back to.
+        assert_eq!(f.0.last_good("h1", "sshd").unwrap().rev, "aaa");
+    }
+
+    #[test]
+    fn a_rollback_shows_the_revision_left_and_moves_the_previous_one() {
+        let mut f = Fold(History::default());
+        deployed(&mut f, "r1", "aaa", &["h1"]);
+        deployed(&mut f, "r2", "bbb", &["h1"]);
+        assert_eq!(f.0.previous_good_host("h1").unwrap().rev, "aaa");
+        let rec = f.start("r3", "aaa", &["h1"]);
+        f.host("r3", "h1", Action::Rollback, "aaa", Some("bbb"), true);
+        f.end(&rec, "aaa");
+        let h1 = f.row("h1", false);
+        assert_eq!(
+            (h1.result.as_str(), h1.rev.as_str(), h1.left.as_deref()),
+            ("rolled-back", "aaa", Some("bbb"))
+        );
+        assert_eq!(f.0.previous_good_host("h1").unwrap().rev, "bbb");
+    }
 }

@@ -13,6 +13,7 @@ mod git_checks;
 mod help;
 mod hook_install;
 mod hook_validate;
+mod journal;
 mod policy;
 mod rollback;
 mod rollout;
