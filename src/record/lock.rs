@@ -14,6 +14,8 @@ use crate::record::journal;
 use crate::ui::Ui;
 
 pub(crate) struct DeployLock {
+    // Dropped first: no command started after this may inherit the lock.
+    _shared: crate::process::SharedLock,
     _file: File,
 }
 
@@ -73,7 +75,14 @@ pub(crate) fn acquire(
     file.rewind()?;
     file.write_all(holder.as_bytes())?;
     file.flush()?;
-    Ok(DeployLock { _file: file })
+    // Every command of the run holds the lock too (through its supervisor),
+    // so a killed run keeps it until its commands are gone.
+    let shared = crate::process::share_deploy_lock(&file)
+        .with_context(|| format!("cannot share the deploy lock {}", path.display()))?;
+    Ok(DeployLock {
+        _shared: shared,
+        _file: file,
+    })
 }
 
 fn holder_of(file: &mut File) -> String {
