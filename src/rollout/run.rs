@@ -3,7 +3,7 @@
 //! touched are put back (restore.rs), every step is journaled before the
 //! pusher is told, and a failed run ends with where each host stands.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -357,65 +357,56 @@ fn summarize_failure(
         .map(|h| h.host.as_str())
         .filter(|h| !results.iter().any(|r| r.job.host == *h))
         .collect();
+    let failed_names = match failed.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", names_capped(failed.iter().copied())),
+    };
     ui.line(format_args!(
-        "{action} stopped after {}: {} ok, {} FAILED ({}), {} not started",
+        "{action} stopped after {}: {} ok, {} FAILED{failed_names}, {} not started",
         seconds(took),
         ok.len(),
         failed.len(),
-        names_capped(failed.iter().copied()),
         unstarted.len()
     ));
     if let Some(why) = why {
         ui.line(format_args!("  stopped because: {why}"));
     }
-    let entries = |pick: &dyn Fn(&Back) -> Option<String>| -> Vec<String> {
-        restored
-            .iter()
-            .filter_map(|r| pick(&r.state).map(|s| format!("{} {}{s}", r.host, r.service)))
-            .collect()
-    };
-    let back = entries(&|b| match b {
-        Back::To(rev) => Some(format!(" (to {rev})")),
-        _ => None,
-    });
-    let unchanged = entries(&|b| matches!(b, Back::Unchanged).then(String::new));
-    let no_earlier = entries(&|b| matches!(b, Back::NoEarlier).then(String::new));
-    let restore_failed = entries(&|b| match b {
-        Back::Failed(rev) => Some(format!(" (to {rev})")),
-        _ => None,
-    });
+    // One line per outcome (and target revision), hosts sorted, each host
+    // once: the per-service detail is in the lines above.
+    let mut lines: BTreeMap<(u8, String), BTreeSet<&str>> = BTreeMap::new();
+    for r in restored {
+        let key = match &r.state {
+            Back::To(rev) => (0, format!("restored to {rev}")),
+            Back::Unchanged => (1, format!("already on {rev_short} before, unchanged")),
+            Back::NoEarlier => (
+                2,
+                format!("still on {rev_short}: no earlier revision to go back to"),
+            ),
+            Back::Failed(rev) => (3, format!("still on {rev_short}: restore to {rev} FAILED")),
+        };
+        lines.entry(key).or_default().insert(&r.host);
+    }
     // Hosts the restore was not asked to put back (restore-failed, CLI).
-    let kept: Vec<String> = ok
+    for h in ok
         .iter()
         .filter(|h| !restored.iter().any(|r| r.host == **h))
-        .map(|h| h.to_string())
-        .collect();
-    for (what, hosts) in [
-        ("restored".to_string(), back),
-        (
-            format!("already on {rev_short} before, unchanged"),
-            unchanged,
-        ),
-        (
-            format!("still on {rev_short}: no earlier revision to go back to"),
-            no_earlier,
-        ),
-        (
-            format!("still on {rev_short}: restore FAILED"),
-            restore_failed,
-        ),
-        (format!("now on {rev_short}"), kept),
-        (
-            "not started, unchanged".to_string(),
-            unstarted.iter().map(|h| h.to_string()).collect(),
-        ),
-    ] {
-        if !hosts.is_empty() {
-            ui.line(format_args!(
-                "  {what}: {}",
-                names_capped(hosts.iter().map(String::as_str))
-            ));
-        }
+    {
+        lines
+            .entry((4, format!("now on {rev_short}")))
+            .or_default()
+            .insert(h);
+    }
+    if !unstarted.is_empty() {
+        lines
+            .entry((5, "not started, unchanged".into()))
+            .or_default()
+            .extend(unstarted.iter().copied());
+    }
+    for ((_, what), hosts) in lines {
+        ui.line(format_args!(
+            "  {what}: {}",
+            names_capped(hosts.into_iter())
+        ));
     }
 }
 

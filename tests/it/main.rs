@@ -11,6 +11,7 @@ mod support;
 mod fleet;
 mod hook_install;
 mod hook_validate;
+mod lifecycle;
 mod rollback;
 mod rollout;
 mod ssh_hosts;
