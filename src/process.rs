@@ -134,11 +134,13 @@ pub(crate) fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Fini
         true => program.clone().into(),
         false => which::which(&program).unwrap_or_else(|_| program.clone().into()),
     };
-    let exe = std::env::current_exe().map_err(not_started)?;
     let (out_r, out_w) = std::io::pipe().map_err(not_started)?;
     let (status_r, status_w) = std::io::pipe().map_err(not_started)?;
-    let mut cmd = Command::new(exe);
-    cmd.arg(SUPERVISE)
+    // /proc/self/exe, not current_exe(): it still runs this binary after a
+    // package upgrade replaced (deleted) the file a running hook came from.
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("rollgate")
+        .arg(SUPERVISE)
         .arg(timeout.as_millis().to_string())
         .arg(std::process::id().to_string());
     let stdin = {
@@ -228,7 +230,8 @@ fn read_until_gone(
     let (mut out_open, mut status_open) = (true, true);
     let mut gone_at: Option<Instant> = None;
     let mut signalled = 0;
-    let mut buf = vec![0u8; 64 * 1024];
+    // Small: a wide batch runs many commands at once.
+    let mut buf = [0u8; 16 * 1024];
     loop {
         if !status_open && gone_at.is_none() {
             gone_at = Some(Instant::now());
