@@ -410,3 +410,58 @@ fn a_host_named_dotdot_is_refused() {
     assert!(!f.env.path("etc").exists());
     f.assert_clean();
 }
+
+// ---- restore-failed: the CLI's deploy of a revision a ref holds ------------------
+
+/// `rollgate deploy --rev` of a revision `main` holds, with the default
+/// `on_failure = "restore-failed"`: only the failed host goes back, the one
+/// that passed keeps the revision (git keeps it). The same deploy of a
+/// revision no ref holds puts back every host it touched, like a push.
+#[test]
+fn restore_failed_keeps_passed_hosts_only_for_a_revision_on_a_ref() {
+    let f = Fleet::new();
+    let mut spec = Spec::standard();
+    spec.health = Some(sh(
+        "if test -e {root}/{host}.{rev}.broken; then echo {host} answers 503 >&2; exit 1; fi",
+    ));
+    spec.service.push("health_wait = \"1s\"".into());
+    spec.groups[1] = group("farm", &["server01", "server02"], 2, "9.2");
+    let a = f.init(&spec);
+    let out = f.env.push(&["-o", "all"]);
+    f.assert_landed(&out, &a);
+    let remote = f.env.remote();
+    let repo = path_str(&remote);
+
+    // On a ref: B lands on main without a deploy, then the CLI deploys it.
+    let b = f.change("b");
+    let out = f.env.push(&["-o", "validate-only"]);
+    f.assert_landed(&out, &b);
+    fs::write(f.hosts.join(format!("server02.{b}.broken")), "").unwrap();
+    let out = f
+        .env
+        .rollgate(&["deploy", "--rev", "main", "--group", "farm", "--repo", repo]);
+    out.assert_code(1);
+    f.assert_on("server02", &a, SSHD_92);
+    f.assert_on("server01", &b, SSHD_92);
+    f.assert_line(&out, &["restored to", short(&a), "server02"]);
+    f.assert_line(&out, &["now on", short(&b), "server01"]);
+
+    // On no ref: C reaches the repository on a branch that is then deleted.
+    let c = f.change("c");
+    let work = f.env.work();
+    f.env
+        .git_ok(&work, &["push", "-q", "origin", "HEAD:refs/heads/scratch"]);
+    f.env
+        .git_ok(&work, &["push", "-q", "origin", ":refs/heads/scratch"]);
+    fs::write(f.hosts.join(format!("server02.{c}.broken")), "").unwrap();
+    let out = f
+        .env
+        .rollgate(&["deploy", "--rev", &c, "--group", "farm", "--repo", repo]);
+    out.assert_code(1);
+    // Each back on what it ran before: server02 never kept B.
+    f.assert_on("server01", &b, SSHD_92);
+    f.assert_on("server02", &a, SSHD_92);
+    f.assert_line(&out, &["[server01] restored", short(&b)]);
+    out.assert_lacks("now on");
+    f.assert_clean();
+}
