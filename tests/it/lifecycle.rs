@@ -465,3 +465,91 @@ fn restore_failed_keeps_passed_hosts_only_for_a_revision_on_a_ref() {
     out.assert_lacks("now on");
     f.assert_clean();
 }
+
+// ---- as the unprivileged git user -----------------------------------------------
+
+/// `git push` as an unprivileged user (uid 65534) whose hook therefore runs
+/// unprivileged too: the supervisor's subreaper, parent-death signal and
+/// /proc walk need no privilege, so a `setsid` grandchild holding the pipe
+/// is still killed at the timeout, and the host is put back.
+#[test]
+fn as_an_unprivileged_git_user_the_timeout_still_kills_an_escaped_grandchild() {
+    let f = Fleet::new();
+    let mut spec = Spec::standard();
+    let a = f.init(&spec);
+    spec.service.push("timeout = \"2s\"".into());
+    let deploy_b = sh(&format!(
+        "{} && setsid -f sh -c 'echo $$ > {{root}}/{{host}}.tmp && mv {{root}}/{{host}}.tmp \
+         {{root}}/{{host}}.escaped; while :; do sleep 0.1; done' \
+         && while :; do sleep 0.1; done",
+        timed_script()
+    ));
+    // Everything of the test belongs to the git user from here on.
+    let root = f.env.root();
+    let ok = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(root)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "chown the test root");
+    fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let push_as_git_user = || {
+        let mut cmd = f.env.command("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["git", "push", "origin", "main"]);
+        f.env.run(cmd)
+    };
+    // The repository is the git user's: git (as root, in the helpers)
+    // would call it dubious, so refs are read as that user too.
+    let main_ref = || {
+        let mut cmd = f.env.command("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["git", "rev-parse", "origin/main"]);
+        let mut fetch = f.env.command("setpriv");
+        fetch
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["git", "fetch", "-q", "origin"]);
+        f.env.run(fetch).assert_ok();
+        f.env.run(cmd).stdout.trim().to_string()
+    };
+    let out = push_as_git_user();
+    out.assert_ok();
+    assert_eq!(main_ref(), a, "{out}");
+    spec.deploy = deploy_b;
+    f.write_spec(&spec);
+    let mut cmd = f.env.command("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args([
+            "git",
+            "commit",
+            "-q",
+            "-am",
+            "a deploy whose grandchild escapes",
+        ]);
+    f.env.run(cmd).assert_ok();
+
+    let started = Instant::now();
+    let out = push_as_git_user();
+    let took = started.elapsed();
+
+    out.assert_code(1);
+    assert_eq!(main_ref(), a, "{out}");
+    f.assert_line(&out, &["[server04] FAILED", "timed out after 2s"]);
+    assert!(took < Duration::from_secs(15), "took {took:?}\n{out}");
+    let escaped = number_in(&f.hosts.join("server04.escaped"));
+    assert!(!alive(escaped), "the setsid grandchild survived\n{out}");
+    // The files on the host were written by the git user: the hook ran as it.
+    let meta = fs::metadata(f.host("server04").join("etc/ssh/sshd_config")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+    // Back to root, for the helpers' own git.
+    let ok = Command::new("chown")
+        .args(["-R", "0:0"])
+        .arg(root)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "chown the test root back");
+    f.assert_on("server04", &a, SSHD_96);
+    f.assert_clean();
+}
