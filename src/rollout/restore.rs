@@ -4,6 +4,7 @@
 //! Restoring goes on when the journal cannot be written (ledger.rs).
 
 use std::collections::BTreeMap;
+use std::sync::mpsc;
 
 use anyhow::{Context, Result};
 use git2::{Oid, Repository};
@@ -129,10 +130,20 @@ fn restore_to(
         groups.push(group);
     }
     let worktree = Worktree::create(&old.snapshot, &paths)?;
+    // As many at once as the widest of these groups' `batch` (at that
+    // revision) allows: a restore changes hosts like a deploy does, and a
+    // fleet-wide failure must not be put back one host at a time.
+    let width = groups.iter().map(|g| g.batch).max().unwrap_or(1).max(1);
     let mut restored = Vec::new();
+    // Per host, its services in order: one host's services are put back one
+    // after the other, as they were deployed.
+    let mut jobs: Vec<(&str, Vec<(&str, plan::HostJob)>)> = Vec::new();
     for ((host, service), group) in pairs.iter().zip(groups) {
-        let job = match plan::host_job(&old, &worktree, group, host, Some(service)) {
-            Ok(job) => job,
+        match plan::host_job(&old, &worktree, group, host, Some(service)) {
+            Ok(job) => match jobs.iter_mut().find(|(h, _)| h == host) {
+                Some((_, list)) => list.push((*service, job)),
+                None => jobs.push((*host, vec![(*service, job)])),
+            },
             Err(e) => {
                 ui.line(format_args!(
                     "[{host}] restore of {service} to {} FAILED: {e:#}",
@@ -143,40 +154,52 @@ fn restore_to(
                     service: service.to_string(),
                     state: Back::Failed(short(oid)),
                 });
-                continue;
-            }
-        };
-        let result = host::run(&job, worktree.root());
-        let records = result.records(rec, Action::Restore, rev_id, |_, _| {
-            Some(failed_rev.to_string())
-        });
-        journal.record(&records, ui);
-        match result.failure() {
-            None => {
-                ui.line(format_args!(
-                    "[{host}] restored {service} to {} {}",
-                    short(oid),
-                    seconds(result.duration)
-                ));
-                restored.push(Restored {
-                    host: host.to_string(),
-                    service: service.to_string(),
-                    state: Back::To(short(oid)),
-                });
-            }
-            Some((error, output)) => {
-                ui.line(format_args!(
-                    "[{host}] restore of {service} to {} FAILED: {error}",
-                    short(oid)
-                ));
-                ui.output(output);
-                restored.push(Restored {
-                    host: host.to_string(),
-                    service: service.to_string(),
-                    state: Back::Failed(short(oid)),
-                });
             }
         }
+    }
+    let cwd = worktree.root();
+    for chunk in jobs.chunks(width) {
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel();
+            for (host, list) in chunk {
+                let tx = tx.clone();
+                s.spawn(move || {
+                    for (service, job) in list {
+                        let _ = tx.send((*host, *service, host::run(job, cwd)));
+                    }
+                });
+            }
+            drop(tx);
+            while let Ok((host, service, result)) = rx.recv() {
+                let records = result.records(rec, Action::Restore, rev_id, |_, _| {
+                    Some(failed_rev.to_string())
+                });
+                journal.record(&records, ui);
+                let state = match result.failure() {
+                    None => {
+                        ui.line(format_args!(
+                            "[{host}] restored {service} to {} {}",
+                            short(oid),
+                            seconds(result.duration)
+                        ));
+                        Back::To(short(oid))
+                    }
+                    Some((error, output)) => {
+                        ui.line(format_args!(
+                            "[{host}] restore of {service} to {} FAILED: {error}",
+                            short(oid)
+                        ));
+                        ui.output(output);
+                        Back::Failed(short(oid))
+                    }
+                };
+                restored.push(Restored {
+                    host: host.to_string(),
+                    service: service.to_string(),
+                    state,
+                });
+            }
+        });
     }
     Ok(restored)
 }
