@@ -553,3 +553,34 @@ fn as_an_unprivileged_git_user_the_timeout_still_kills_an_escaped_grandchild() {
     f.assert_on("server04", &a, SSHD_96);
     f.assert_clean();
 }
+
+// ---- work trees are swept by lock, not by pid --------------------------------------
+
+/// A push sweeps leftover work trees from TMPDIR. One held by a live process
+/// whose pid means nothing here (as for a hook in another PID namespace
+/// sharing TMPDIR) must stay; one nobody holds must go, even though the pid
+/// in its name is alive (that pid is this test's own).
+#[test]
+fn a_push_sweeps_only_work_trees_nobody_holds() {
+    let f = Fleet::new();
+    let a = f.init(&Spec::standard());
+    let tmp = f.env.tmpdir();
+    let held = tmp.join("rollgate-99999999-held");
+    let free = tmp.join(format!("rollgate-{}-free", std::process::id()));
+    for dir in [&held, &free] {
+        fs::create_dir_all(dir.join("tree/files")).unwrap();
+        fs::write(dir.join("tree/files/x"), "x").unwrap();
+        fs::write(dir.join("lock"), "").unwrap();
+    }
+    let holder = fs::File::open(held.join("lock")).unwrap();
+    holder.lock_shared().unwrap();
+
+    let out = f.env.push(&[]);
+
+    f.assert_landed(&out, &a);
+    assert!(held.join("tree/files/x").exists(), "a held tree was swept");
+    assert!(!free.exists(), "a tree nobody holds was left");
+    drop(holder);
+    fs::remove_dir_all(&held).unwrap();
+    f.assert_clean();
+}
