@@ -19,6 +19,11 @@
 //!   and it holds a shared lock on every live work tree: a killed run's lock
 //!   and trees stay held until its supervisors have killed everything.
 //!
+//! Consequence: an `ssh` ControlPersist master that a command starts is
+//! killed with that command (the next command opens a new connection). A
+//! master started outside rollgate (same `ControlPath`) is not a descendant,
+//! and commands reuse it.
+//!
 //! rollgate reads the output pipe with `poll`, never blocking on a pipe that
 //! some escaped process might keep open: once the supervisor has gone, the
 //! output is read for a short grace period and then left.
