@@ -463,21 +463,12 @@ fn supervise(args: &[OsString]) -> std::io::Result<String> {
     let program = it.next().ok_or_else(bad)?;
     let rest: Vec<&OsString> = it.collect();
 
-    // Signals that mean "stop now" are taken by a thread (sigwait), never by
-    // a handler: blocked here, before any thread exists, so all inherit it.
-    // std resets the mask in the command it spawns.
-    let mut stop = SigSet::empty();
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        stop.add(sig);
-    }
-    stop.thread_block().map_err(std::io::Error::from)?;
+    // The command must start with no signal blocked (std does not reset the
+    // mask it inherits), so it is spawned before this process blocks any.
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(std::io::Error::from)?;
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
-    if nix::unistd::getppid().as_raw() != parent {
-        // rollgate died before the line above: run nothing.
-        return Ok("signal 9\n".into());
-    }
-
     let out = std::io::stdout().as_fd().try_clone_to_owned()?;
     let err = out.try_clone()?;
     let mut child = Command::new(program)
@@ -487,7 +478,21 @@ fn supervise(args: &[OsString]) -> std::io::Result<String> {
         .stderr(Stdio::from(err))
         .process_group(0)
         .spawn()?;
+    // Signals that mean "stop now" are taken by a thread (sigwait), never by
+    // a handler: blocked here, before any other thread exists, so all
+    // inherit it.
+    let mut stop = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        stop.add(sig);
+    }
+    stop.thread_block().map_err(std::io::Error::from)?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
     let pgid = Pid::from_raw(child.id() as i32);
+    if nix::unistd::getppid().as_raw() != parent {
+        // rollgate died before the parent-death signal was set.
+        kill_tree(pgid);
+        return Ok("signal 9\n".into());
+    }
     let (tx, rx) = mpsc::channel();
     let waiter = tx.clone();
     std::thread::spawn(move || {

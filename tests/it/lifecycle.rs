@@ -186,7 +186,8 @@ fn a_checks_background_daemon_dies_with_the_check() {
     f.env.write_infra();
     let tag = format!("daemon-of-{}", path_str(f.env.root()));
     let script = format!(
-        "setsid -f sh -c 'echo $$ > {0}/daemon.tmp && mv {0}/daemon.tmp {0}/daemon; \
+        "grep SigBlk /proc/self/status > {0}/sigblk; \
+         setsid -f sh -c 'echo $$ > {0}/daemon.tmp && mv {0}/daemon.tmp {0}/daemon; \
          while :; do sleep 0.1; done' {tag}; \
          while [ ! -e {0}/daemon ]; do sleep 0.01; done; exit 0",
         path_str(&f.hosts)
@@ -201,6 +202,10 @@ fn a_checks_background_daemon_dies_with_the_check() {
     assert!(!alive(daemon), "the check's daemon survived\n{out}");
     let left = f.env.processes_matching(&tag);
     assert!(left.is_empty(), "still running: {left:#?}");
+    // The check starts with no signal blocked (the supervisor blocks some
+    // for itself; a command inheriting that could not be stopped by them).
+    let blocked = fs::read_to_string(f.hosts.join("sigblk")).unwrap();
+    assert_eq!(blocked.trim(), "SigBlk:\t0000000000000000");
     f.assert_clean();
 }
 
