@@ -39,8 +39,15 @@ impl Ui {
             self.line(format_args!("      | {line}"));
         }
         if lines.len() > OUTPUT_LINES {
+            // process.rs keeps only the start and end of a long output and
+            // marks the cut: say how much was cut even when it is not shown.
+            let cut = lines[OUTPUT_LINES..]
+                .iter()
+                .find(|l| l.starts_with("... ") && l.ends_with(" bytes omitted ..."))
+                .map(|l| format!(", {}", l.trim_matches(|c| c == '.' || c == ' ')))
+                .unwrap_or_default();
             self.line(format_args!(
-                "      | ... {} more lines",
+                "      | ... {} more lines{cut}",
                 lines.len() - OUTPUT_LINES
             ));
         }

@@ -71,6 +71,10 @@ pub(crate) struct RepoArg {
 /// Parses the command line, runs the command, and turns its error into
 /// the exit code.
 pub fn main() -> ExitCode {
+    // Each command rollgate runs is watched by a copy of this binary.
+    if let Some(code) = crate::process::supervisor() {
+        return code;
+    }
     let cli = Cli::parse();
     let ui = Ui::default();
     let result = match cli.command {

@@ -163,6 +163,8 @@ impl Config {
     }
 
     fn from_raw(raw: RawConfig) -> Result<Config> {
+        check_duration("lock_wait", raw.lock_wait)?;
+        check_duration("heartbeat", raw.heartbeat)?;
         let mut services = Vec::new();
         for (name, s) in raw.services {
             services.push(Service::from_raw(&name, s).with_context(|| format!("services.{name}"))?);
@@ -344,6 +346,8 @@ impl Service {
         if let Some(target) = &s.target {
             check_target(target).context("target")?;
         }
+        check_duration("timeout", s.timeout)?;
+        check_duration("health_wait", s.health_wait)?;
         Ok(Service {
             name: name.to_string(),
             source,
@@ -473,8 +477,31 @@ pub(crate) fn unknown_key_hint(err: &toml::de::Error) -> Option<String> {
     crate::error::suggest(key, choices)
 }
 
+/// The longest any duration key may be. Durations are added to clocks
+/// (`Instant::now() + timeout`), which panics on overflow; and a timeout of
+/// more than a day is a typo, not a plan: a push would hold the lock that long.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn check_duration(key: &str, value: Duration) -> Result<()> {
+    if value > MAX_DURATION {
+        return Err(UserError::config(format!(
+            "{key}: {} is longer than the maximum of {}",
+            humantime::format_duration(value),
+            humantime::format_duration(MAX_DURATION)
+        ))
+        .hint("durations are like \"30s\", \"5m\" or \"2h\"")
+        .into());
+    }
+    Ok(())
+}
+
 /// Group, host and service names end up in argv and paths: keep them plain.
+/// `.` and `..` pass the character rule but, put in a `{host}` path, name
+/// the directory itself or its parent: refused.
 fn check_name(name: &str) -> Result<()> {
+    if name == "." || name == ".." {
+        bail!("{name:?}: `.` and `..` are not names (in a path they would name a directory)");
+    }
     let ok = !name.is_empty()
         && !name.starts_with('-')
         && name
@@ -611,6 +638,41 @@ batch = 20
             "x",
         );
         assert!(c.unwrap().services[0].strict);
+    }
+
+    #[test]
+    fn durations_above_the_maximum_are_config_errors_not_panics() {
+        for (key, line) in [
+            ("timeout", "timeout = \"500000000000years\"\n"),
+            ("health_wait", "health_wait = \"25h\"\n"),
+        ] {
+            let text = GOOD.replace("[groups.canary]", &format!("{line}[groups.canary]"));
+            let e = err(&text);
+            assert!(e.contains(key) && e.contains("maximum"), "{e}");
+        }
+        for key in ["lock_wait", "heartbeat"] {
+            let e = err(&format!("{key} = \"2days\"\n{GOOD}"));
+            assert!(e.contains(key) && e.contains("maximum"), "{e}");
+        }
+        let ok = GOOD.replace("[groups.canary]", "timeout = \"24h\"\n[groups.canary]");
+        Config::parse(&ok, "x").unwrap();
+    }
+
+    #[test]
+    fn dot_names_are_refused() {
+        for bad in [".", ".."] {
+            let e = err(&GOOD.replace("\"server01\"", &format!("\"{bad}\"")));
+            assert!(
+                e.contains("groups.farm.hosts") && e.contains("not names"),
+                "{e}"
+            );
+            let e = err(&GOOD.replace("[groups.farm]", &format!("[groups.\"{bad}\"]")));
+            assert!(e.contains("not names"), "{e}");
+            let e = err(&GOOD.replace("[services.sshd]", &format!("[services.\"{bad}\"]")));
+            assert!(e.contains("not names"), "{e}");
+        }
+        let e = err(&GOOD.replace("\"server01\"", "\"a/b\""));
+        assert!(e.contains("a/b"), "{e}");
     }
 
     #[test]

@@ -221,6 +221,26 @@ impl Journal {
     }
 }
 
+impl Journal {
+    /// How long the journal is now: where a run's own records begin.
+    pub(crate) fn len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .with_context(|| format!("cannot read the journal {}", self.path.display()))?
+            .len())
+    }
+
+    /// Cuts the journal back to `len` bytes (a failed append's torn tail,
+    /// or a run's records that a full filesystem could not take in full).
+    pub(crate) fn truncate(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.sync_data())
+            .with_context(|| format!("cannot cut back the journal {}", self.path.display()))
+    }
+}
+
 fn open_active(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)

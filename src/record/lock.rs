@@ -17,6 +17,8 @@ use crate::record::{journal, keeper};
 use crate::ui::Ui;
 
 pub(crate) struct DeployLock {
+    // Dropped first: no command started after this may inherit the lock.
+    _shared: crate::process::SharedLock,
     _file: File,
 }
 
@@ -36,11 +38,15 @@ pub(crate) fn acquire(
     ui: &Ui,
 ) -> Result<DeployLock> {
     if let Some(kept) = KEPT.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        let mut file = kept.try_clone()?;
-        file.set_len(0)?;
-        file.rewind()?;
-        file.write_all(holder.as_bytes())?;
-        return Ok(DeployLock { _file: file });
+        let path = journal::dir_of(git_dir).join("lock");
+        let mut file = kept
+            .try_clone()
+            .with_context(|| format!("cannot reuse the deploy lock {}", path.display()))?;
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(holder.as_bytes()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        return locked(file, &path);
     }
     let dir = journal::dir_of(git_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -92,7 +98,18 @@ pub(crate) fn acquire(
         .and_then(|()| file.write_all(holder.as_bytes()))
         .and_then(|()| file.flush())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(DeployLock { _file: file })
+    locked(file, &path)
+}
+
+/// The lock, shared with every command the run starts (through its
+/// supervisor), so a killed run keeps it until its commands are gone.
+fn locked(file: File, path: &std::path::Path) -> Result<DeployLock> {
+    let shared = crate::process::share_deploy_lock(&file)
+        .with_context(|| format!("cannot share the deploy lock {}", path.display()))?;
+    Ok(DeployLock {
+        _shared: shared,
+        _file: file,
+    })
 }
 
 impl DeployLock {

@@ -1,25 +1,46 @@
 //! After a failed rollout: put hosts back on the revision the journal last
 //! recorded as good for them, with that revision's own files, inventory and
 //! commands. Hosts with nothing to go back to are reported and left alone.
+//! Restoring goes on when the journal cannot be written (ledger.rs).
 
 use std::collections::BTreeMap;
+use std::sync::mpsc;
 
 use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
-use crate::record::journal::{Action, History, Journal, Recorder};
+use crate::record::journal::{Action, History, Recorder};
 use crate::rollout::host::{self, HostResult};
+use crate::rollout::ledger::Ledger;
 use crate::rollout::plan;
 use crate::source::repo::{Snapshot, short, short_str};
 use crate::source::revision::Revision;
 use crate::source::worktree::Worktree;
 use crate::ui::{Ui, seconds};
 
-/// One service of one host, put back.
+/// One attempted service of one host, after the restore.
 pub(crate) struct Restored {
     pub(crate) host: String,
-    /// `server02 sshd (to 1a2b3c4d5e)`
-    pub(crate) what: String,
+    pub(crate) service: String,
+    pub(crate) state: Back,
+}
+
+pub(crate) enum Back {
+    /// Put back on this (short) revision.
+    To(String),
+    /// It ran the failed run's revision already before the run.
+    Unchanged,
+    /// The journal knows nothing earlier: it keeps the run's files.
+    NoEarlier,
+    /// Restoring to this (short) revision failed: it keeps the run's files.
+    Failed(String),
+}
+
+impl Restored {
+    /// Whether the host still holds the failed run's files.
+    pub(crate) fn changed(&self) -> bool {
+        matches!(self.state, Back::NoEarlier | Back::Failed(_))
+    }
 }
 
 /// Restores every attempted service of `hosts`; `history` is the journal
@@ -30,21 +51,33 @@ pub(crate) fn restore(
     hosts: &[&HostResult<'_>],
     failed_rev: &str,
     rec: &Recorder,
-    journal: &mut Journal,
+    journal: &mut Ledger,
     ui: &Ui,
-) -> Result<Vec<Restored>> {
+) -> Vec<Restored> {
+    let mut restored = Vec::new();
+    let left = |host: &str, service: &str, state| Restored {
+        host: host.to_string(),
+        service: service.to_string(),
+        state,
+    };
     // Grouped by target revision, so each old revision is checked out once.
     let mut by_rev: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
     for r in hosts {
         for s in &r.services {
             let (host, service) = (r.job.host.as_str(), s.job.service.as_str());
             match history.last_good(host, service) {
-                None => ui.line(format_args!(
-                    "[{host}] {service}: no earlier revision in the journal; left as it is"
-                )),
-                Some(prev) if prev.rev == failed_rev => ui.line(format_args!(
-                    "[{host}] {service}: was already on this revision; left as it is"
-                )),
+                None => {
+                    ui.line(format_args!(
+                        "[{host}] {service}: no earlier revision in the journal; left as it is"
+                    ));
+                    restored.push(left(host, service, Back::NoEarlier));
+                }
+                Some(prev) if prev.rev == failed_rev => {
+                    ui.line(format_args!(
+                        "[{host}] {service}: was already on this revision; left as it is"
+                    ));
+                    restored.push(left(host, service, Back::Unchanged));
+                }
                 Some(prev) => by_rev
                     .entry(prev.rev.clone())
                     .or_default()
@@ -52,7 +85,6 @@ pub(crate) fn restore(
             }
         }
     }
-    let mut restored = Vec::new();
     for (rev_id, pairs) in by_rev {
         match restore_to(repo, &rev_id, failed_rev, &pairs, rec, journal, ui) {
             Ok(done) => restored.extend(done),
@@ -63,10 +95,13 @@ pub(crate) fn restore(
                     hosts.join(", "),
                     short_str(&rev_id)
                 ));
+                for (host, service) in pairs {
+                    restored.push(left(host, service, Back::Failed(short_str(&rev_id))));
+                }
             }
         }
     }
-    Ok(restored)
+    restored
 }
 
 fn restore_to(
@@ -75,7 +110,7 @@ fn restore_to(
     failed_rev: &str,
     pairs: &[(&str, &str)],
     rec: &Recorder,
-    journal: &mut Journal,
+    journal: &mut Ledger,
     ui: &Ui,
 ) -> Result<Vec<Restored>> {
     let oid = Oid::from_str(rev_id)
@@ -95,33 +130,76 @@ fn restore_to(
         groups.push(group);
     }
     let worktree = Worktree::create(&old.snapshot, &paths)?;
+    // As many at once as the widest of these groups' `batch` (at that
+    // revision) allows: a restore changes hosts like a deploy does, and a
+    // fleet-wide failure must not be put back one host at a time.
+    let width = groups.iter().map(|g| g.batch).max().unwrap_or(1).max(1);
     let mut restored = Vec::new();
+    // Per host, its services in order: one host's services are put back one
+    // after the other, as they were deployed.
+    let mut jobs: Vec<(&str, Vec<(&str, plan::HostJob)>)> = Vec::new();
     for ((host, service), group) in pairs.iter().zip(groups) {
-        let job = plan::host_job(&old, &worktree, group, host, Some(service))?;
-        let result = host::run(&job, worktree.root());
-        journal.append(&result.records(rec, Action::Restore, rev_id, |_, _| {
-            Some(failed_rev.to_string())
-        }))?;
-        match result.failure() {
-            None => {
+        match plan::host_job(&old, &worktree, group, host, Some(service)) {
+            Ok(job) => match jobs.iter_mut().find(|(h, _)| h == host) {
+                Some((_, list)) => list.push((*service, job)),
+                None => jobs.push((*host, vec![(*service, job)])),
+            },
+            Err(e) => {
                 ui.line(format_args!(
-                    "[{host}] restored {service} to {} {}",
-                    short(oid),
-                    seconds(result.duration)
+                    "[{host}] restore of {service} to {} FAILED: {e:#}",
+                    short(oid)
                 ));
                 restored.push(Restored {
                     host: host.to_string(),
-                    what: format!("{host} {service} (to {})", short(oid)),
+                    service: service.to_string(),
+                    state: Back::Failed(short(oid)),
                 });
             }
-            Some((error, output)) => {
-                ui.line(format_args!(
-                    "[{host}] restore of {service} to {} FAILED: {error}",
-                    short(oid)
-                ));
-                ui.output(output);
-            }
         }
+    }
+    let cwd = worktree.root();
+    for chunk in jobs.chunks(width) {
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel();
+            for (host, list) in chunk {
+                let tx = tx.clone();
+                s.spawn(move || {
+                    for (service, job) in list {
+                        let _ = tx.send((*host, *service, host::run(job, cwd)));
+                    }
+                });
+            }
+            drop(tx);
+            while let Ok((host, service, result)) = rx.recv() {
+                let records = result.records(rec, Action::Restore, rev_id, |_, _| {
+                    Some(failed_rev.to_string())
+                });
+                journal.record(&records, ui);
+                let state = match result.failure() {
+                    None => {
+                        ui.line(format_args!(
+                            "[{host}] restored {service} to {} {}",
+                            short(oid),
+                            seconds(result.duration)
+                        ));
+                        Back::To(short(oid))
+                    }
+                    Some((error, output)) => {
+                        ui.line(format_args!(
+                            "[{host}] restore of {service} to {} FAILED: {error}",
+                            short(oid)
+                        ));
+                        ui.output(output);
+                        Back::Failed(short(oid))
+                    }
+                };
+                restored.push(Restored {
+                    host: host.to_string(),
+                    service: service.to_string(),
+                    state,
+                });
+            }
+        });
     }
     Ok(restored)
 }

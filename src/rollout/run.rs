@@ -1,7 +1,9 @@
 //! Runs a plan under the deploy lock: batches in parallel, the first failure
-//! stops new batches, failed hosts are put back (restore.rs), and every step
-//! is journaled before the pusher is told.
+//! (a host's step, or the journal) stops new batches, the hosts the run
+//! touched are put back (restore.rs), every step is journaled before the
+//! pusher is told, and a failed run ends with where each host stands.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -11,11 +13,12 @@ use git2::{Oid, Repository};
 
 use crate::config::OnFailure;
 use crate::error::Failed;
-use crate::record::journal::{self, Action, Event, History, Journal, Outcome, Recorder};
+use crate::record::journal::{self, Action, Event, History, Outcome, Recorder};
 use crate::record::lock;
 use crate::rollout::host::{self, HostResult};
+use crate::rollout::ledger::Ledger;
 use crate::rollout::plan::{HostJob, Plan};
-use crate::rollout::restore::{self, Restored};
+use crate::rollout::restore::{self, Back, Restored};
 use crate::source::revision::Revision;
 use crate::source::worktree::Worktree;
 use crate::ui::{self, Ui, seconds};
@@ -62,7 +65,7 @@ pub(crate) fn run(
         Action::Deploy if moves_back(repo, &history, plan) => Action::Rollback,
         other => other,
     };
-    let mut journal = Journal::open(repo.path())?;
+    let mut journal = Ledger::open(repo.path())?;
     let rec = Recorder::new(&opts.who, &opts.push_options);
     let mut start = rec.record(Event::Start, action, &plan.rev, Outcome::Started);
     start.hosts = plan
@@ -94,19 +97,31 @@ pub(crate) fn run(
         ui,
     };
     let mut results = Vec::new();
-    let mut restored = Vec::new();
     let done = AtomicUsize::new(0);
-    let outcome = std::thread::scope(|s| -> Result<()> {
+    let everything = restore_everything(repo, config.on_failure, opts, &plan.rev);
+    let (outcome, restored) = std::thread::scope(|s| {
         let (stop_heartbeat, stop) = mpsc::channel::<()>();
         let done = &done;
         s.spawn(move || heartbeat(ui, config.heartbeat, stop, done, total));
-        let outcome = rollout.batches(&mut results, done);
-        if outcome.is_ok() && results.iter().any(HostResult::failed) {
-            let to_restore: Vec<&HostResult<'_>> = match config.on_failure {
-                OnFailure::RestoreFailed => results.iter().filter(|r| r.failed()).collect(),
-                OnFailure::RestoreRun => results.iter().collect(),
+        let mut outcome = rollout.batches(&mut results, done);
+        let failed = results.iter().any(HostResult::failed);
+        if outcome.is_ok() && !failed {
+            // The run is done only once its end is on disk: if that fails,
+            // the push is rejected, so its hosts must go back too.
+            let mut end = rec.record(Event::End, action, &plan.rev, Outcome::Ok);
+            end.duration_ms = Some(started.elapsed().as_millis() as u64);
+            outcome = rollout.journal.append(&[end]);
+        }
+        let mut restored = None;
+        if outcome.is_err() || failed {
+            // A journal that cannot be written leaves no way to tell later
+            // what a host holds: every touched host goes back then too.
+            let to_restore: Vec<&HostResult<'_>> = if everything || outcome.is_err() {
+                results.iter().collect()
+            } else {
+                results.iter().filter(|r| r.failed()).collect()
             };
-            restored = restore::restore(
+            restored = Some(restore::restore(
                 repo,
                 &history,
                 &to_restore,
@@ -114,36 +129,13 @@ pub(crate) fn run(
                 &rec,
                 &mut rollout.journal,
                 ui,
-            )?;
+            ));
         }
         drop(stop_heartbeat);
-        outcome
+        (outcome, restored)
     });
 
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|r| r.failed())
-        .map(|r| r.job.host.as_str())
-        .collect();
-    let mut end = rec.record(
-        Event::End,
-        action,
-        &plan.rev,
-        if failed.is_empty() && outcome.is_ok() {
-            Outcome::Ok
-        } else {
-            Outcome::Failed
-        },
-    );
-    end.duration_ms = Some(started.elapsed().as_millis() as u64);
-    end.error = match &outcome {
-        Err(e) => Some(format!("{e:#}")),
-        Ok(()) if !failed.is_empty() => Some(format!("failed on {}", failed.join(", "))),
-        Ok(()) => None,
-    };
-    rollout.journal.append(&[end])?;
-    outcome?;
-    if failed.is_empty() {
+    let Some(restored) = restored else {
         let done = if action == Action::Rollback {
             "rolled back"
         } else {
@@ -155,13 +147,93 @@ pub(crate) fn run(
             seconds(started.elapsed())
         ));
         return Ok(());
+    };
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| r.failed())
+        .map(|r| r.job.host.as_str())
+        .collect();
+    let mut end = rec.record(Event::End, action, &plan.rev, Outcome::Failed);
+    end.duration_ms = Some(started.elapsed().as_millis() as u64);
+    end.error = match &outcome {
+        Err(e) => Some(format!("{e:#}")),
+        Ok(()) => Some(format!("failed on {}", failed.join(", "))),
+    };
+    // Hosts that still hold this run's files: those the restore did not put
+    // back, and (restore-failed, CLI only) those it was not asked to.
+    let changed: BTreeSet<String> = results
+        .iter()
+        .flat_map(|r| r.services.iter().map(move |s| (r, s)))
+        .filter(|(r, s)| {
+            match restored
+                .iter()
+                .find(|x| x.host == r.job.host && x.service == s.job.service)
+            {
+                Some(x) => x.changed(),
+                None => true,
+            }
+        })
+        .map(|(r, _)| r.job.host.clone())
+        .collect();
+    rollout.journal.finish(end, &changed, ui);
+    let why = outcome.as_ref().err().map(|e| format!("{e:#}"));
+    summarize_failure(
+        ui,
+        action,
+        plan,
+        &results,
+        &restored,
+        why.as_deref(),
+        started.elapsed(),
+    );
+    match outcome {
+        Err(e) => Err(Failed(format!(
+            "{action} of {rev_short} stopped: {e:#}; every host it touched was put back \
+             where that was possible (see above)"
+        ))
+        .into()),
+        Ok(()) => Err(Failed(format!(
+            "{action} of {rev_short} failed on {}",
+            failed.join(", ")
+        ))
+        .into()),
     }
-    summarize_failure(ui, action, plan, &results, &restored, started.elapsed());
-    Err(Failed(format!(
-        "{action} of {rev_short} failed on {}",
-        failed.join(", ")
-    ))
-    .into())
+}
+
+/// Which hosts a failed run puts back: all it touched, or only the failed
+/// ones (`on_failure = "restore-failed"`).
+///
+/// A push always puts back every host it touched, whatever `on_failure`
+/// says: git rejects the push, so a host left on its revision would run
+/// something no ref names, which `git gc` may delete (and then nothing can
+/// restore it either). `restore-failed` is ignored for pushes rather than
+/// refused because it is the default: refusing it would reject every
+/// existing config. It keeps its meaning for the CLI's `deploy --rev` and
+/// `rollback` of a revision a ref already holds; a revision on no ref is
+/// treated like a push.
+fn restore_everything(
+    repo: &Repository,
+    on_failure: OnFailure,
+    opts: &RunOptions,
+    rev: &str,
+) -> bool {
+    // Only a push knows the ref git will move (see `expect_ref`).
+    let push = opts.expect_ref.is_some();
+    push || on_failure == OnFailure::RestoreRun || !on_a_ref(repo, rev)
+}
+
+/// Whether some ref holds `rev` (points at it or at a descendant).
+fn on_a_ref(repo: &Repository, rev: &str) -> bool {
+    let Ok(oid) = Oid::from_str(rev) else {
+        return false;
+    };
+    let Ok(refs) = repo.references() else {
+        return false;
+    };
+    refs.flatten().any(|r| {
+        r.peel_to_commit()
+            .is_ok_and(|c| c.id() == oid || repo.graph_descendant_of(c.id(), oid).unwrap_or(false))
+    })
 }
 
 /// What a running rollout needs at hand.
@@ -172,7 +244,7 @@ struct Rollout<'a, 'p> {
     action: Action,
     /// The journal before this run: what each host ran before it.
     history: &'a History,
-    journal: Journal,
+    journal: Ledger,
     ui: &'a Ui,
 }
 
@@ -215,7 +287,9 @@ impl<'p> Rollout<'_, 'p> {
             }
             drop(tx);
             // Group commit: whatever finished together is synced once, then
-            // reported.
+            // reported. If the journal fails, the batch's other hosts are
+            // still waited for and kept: they are touched, and must go back.
+            let mut failure = None;
             while let Ok(first) = rx.recv() {
                 let mut arrived = vec![first];
                 arrived.extend(rx.try_iter());
@@ -223,14 +297,20 @@ impl<'p> Rollout<'_, 'p> {
                     .iter()
                     .flat_map(|r| r.records(self.rec, self.action, &self.plan.rev, before))
                     .collect();
-                self.journal.append(&records)?;
+                if let Err(e) = self.journal.append(&records)
+                    && failure.is_none()
+                {
+                    self.ui
+                        .line(format_args!("cannot write the journal, stopping: {e:#}"));
+                    failure = Some(e);
+                }
                 for r in arrived {
                     done.fetch_add(1, Ordering::Relaxed);
                     r.show(self.ui);
                     results.push(r);
                 }
             }
-            Ok(())
+            failure.map_or(Ok(()), Err)
         })
     }
 }
@@ -254,14 +334,15 @@ fn refuse_if_moved(repo: &Repository, expect: &Option<(String, Option<Oid>)>) ->
     .into())
 }
 
-/// Where things stand after a stopped rollout, so nobody has to reconstruct
-/// it from the journal mid-incident.
+/// Where things stand after a stopped rollout, host by host, so nobody has
+/// to reconstruct it from the journal mid-incident. Always the last lines.
 fn summarize_failure(
     ui: &Ui,
     action: Action,
     plan: &Plan,
     results: &[HostResult<'_>],
     restored: &[Restored],
+    why: Option<&str>,
     took: Duration,
 ) {
     let rev_short = &plan.rev[..10];
@@ -281,29 +362,53 @@ fn summarize_failure(
         .map(|h| h.host.as_str())
         .filter(|h| !results.iter().any(|r| r.job.host == *h))
         .collect();
+    let failed_names = match failed.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", ui::capped(failed.iter().copied())),
+    };
     ui.line(format_args!(
-        "{action} stopped after {}: {} ok, {} FAILED ({}), {} not started",
+        "{action} stopped after {}: {} ok, {} FAILED{failed_names}, {} not started",
         seconds(took),
         ok.len(),
         failed.len(),
-        failed.join(", "),
         unstarted.len()
     ));
-    let still_new = ok
+    if let Some(why) = why {
+        ui.line(format_args!("  stopped because: {why}"));
+    }
+    // One line per outcome (and target revision), hosts sorted, each host
+    // once: the per-service detail is in the lines above.
+    let mut lines: BTreeMap<(u8, String), BTreeSet<&str>> = BTreeMap::new();
+    for r in restored {
+        let key = match &r.state {
+            Back::To(rev) => (0, format!("restored to {rev}")),
+            Back::Unchanged => (1, format!("already on {rev_short} before, unchanged")),
+            Back::NoEarlier => (
+                2,
+                format!("still on {rev_short}: no earlier revision to go back to"),
+            ),
+            Back::Failed(rev) => (3, format!("still on {rev_short}: restore to {rev} FAILED")),
+        };
+        lines.entry(key).or_default().insert(&r.host);
+    }
+    // Hosts the restore was not asked to put back (restore-failed, CLI).
+    for h in ok
         .iter()
-        .copied()
-        .filter(|h| !restored.iter().any(|r| r.host == *h));
-    for (what, hosts) in [
-        (format!("now on {rev_short}"), ui::capped(still_new)),
-        (
-            "restored".to_string(),
-            ui::capped(restored.iter().map(|r| r.what.as_str())),
-        ),
-        ("not started, unchanged".to_string(), ui::capped(unstarted)),
-    ] {
-        if !hosts.is_empty() {
-            ui.line(format_args!("  {what}: {hosts}"));
-        }
+        .filter(|h| !restored.iter().any(|r| r.host == **h))
+    {
+        lines
+            .entry((4, format!("now on {rev_short}")))
+            .or_default()
+            .insert(h);
+    }
+    if !unstarted.is_empty() {
+        lines
+            .entry((5, "not started, unchanged".into()))
+            .or_default()
+            .extend(unstarted.iter().copied());
+    }
+    for ((_, what), hosts) in lines {
+        ui.line(format_args!("  {what}: {}", ui::capped(hosts)));
     }
 }
 

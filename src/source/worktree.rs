@@ -3,6 +3,13 @@
 //! Only the directories needed are written, into a fresh directory (reusing
 //! one lets a symlink from an earlier checkout redirect later writes), and
 //! the whole thing is removed when the value is dropped, on every path out.
+//!
+//! Layout: `$TMPDIR/rollgate-<pid>-XXXX/{lock,tree/}`. `lock` is held (a
+//! shared OS lock) by rollgate and by every command's supervisor while they
+//! live; a later run sweeps a leftover tree only if it can lock it
+//! exclusively, i.e. when nothing that could still read it is alive. PIDs
+//! are not trusted for that: across PID namespaces a live owner's pid can
+//! look dead.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,6 +23,8 @@ pub(crate) struct Worktree {
     dir: TempDir,
     /// Canonical root, so symlink targets can be compared against it.
     root: PathBuf,
+    _lock: fs::File,
+    _held: crate::process::HeldTree,
 }
 
 impl Worktree {
@@ -28,11 +37,27 @@ impl Worktree {
             .prefix(&format!("{PREFIX}{}-", std::process::id()))
             .tempdir()
             .context("cannot create a temporary work tree (is TMPDIR writable?)")?;
-        let root = dir
-            .path()
+        // Locked before it gets its final name, so a sweep never finds the
+        // lock file unlocked while its creator lives.
+        let fresh = dir.path().join(".lock.new");
+        let lock = fs::File::create(&fresh)
+            .and_then(|f| f.lock_shared().map(|()| f))
+            .and_then(|f| fs::rename(&fresh, dir.path().join(LOCK)).map(|()| f))
+            .context("cannot lock the temporary work tree (is TMPDIR writable?)")?;
+        let held = crate::process::hold_tree(&dir.path().join(LOCK));
+        let tree = dir.path().join(TREE);
+        fs::create_dir(&tree)
+            .and_then(|()| tree.canonicalize())
+            .with_context(|| format!("cannot create {}", tree.display()))?;
+        let root = tree
             .canonicalize()
-            .with_context(|| format!("cannot resolve {}", dir.path().display()))?;
-        let worktree = Worktree { dir, root };
+            .with_context(|| format!("cannot resolve {}", tree.display()))?;
+        let worktree = Worktree {
+            dir,
+            root,
+            _lock: lock,
+            _held: held,
+        };
         let paths = outermost(paths);
         for path in &paths {
             snapshot
@@ -60,7 +85,7 @@ impl Worktree {
         prefix.push('/');
         let text = text.replace(&prefix, "");
         // The non-canonical spelling can appear too when TMPDIR is a symlink.
-        let mut raw = self.dir.path().display().to_string();
+        let mut raw = self.dir.path().join(TREE).display().to_string();
         raw.push('/');
         text.replace(&raw, "")
     }
@@ -109,16 +134,25 @@ impl Worktree {
 }
 
 const PREFIX: &str = "rollgate-";
+const LOCK: &str = "lock";
+const TREE: &str = "tree";
 
-/// Removes work trees left by rollgate processes that no longer exist (a
-/// hook killed with -9 cannot clean up after itself). The owner's pid is in
-/// the name; a live or unknown owner's tree is left alone.
+/// A tree without a lock file (from an older rollgate, or a creator killed
+/// in the instant before it locked) is swept only once its pid is gone and
+/// it is at least this old.
+const UNLOCKED_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes work trees nobody holds any more (a hook killed with -9 cannot
+/// clean up after itself). A tree is removed only while this process holds
+/// its lock exclusively: a live rollgate or a live command of one (through
+/// its supervisor) holds it shared, and the tree is then left alone.
 fn sweep_stale(tmp: &Path) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
+        // Only names this module makes: `rollgate-<pid>-<random>`.
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix(PREFIX))
@@ -127,6 +161,25 @@ fn sweep_stale(tmp: &Path) {
         else {
             continue;
         };
+        match fs::File::open(entry.path().join(LOCK)) {
+            Ok(lock) => {
+                if lock.try_lock().is_ok() {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => continue,
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= UNLOCKED_AGE);
+        if !old {
+            continue;
+        }
         let gone = matches!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
             Err(nix::errno::Errno::ESRCH)
@@ -159,20 +212,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stale_trees_of_dead_processes_are_swept_and_live_ones_kept() {
+    fn only_trees_nobody_holds_are_swept() {
         let tmp = tempfile::tempdir().unwrap();
-        // pid_max on Linux is at most 2^22, so this pid cannot be alive.
-        let dead = tmp.path().join(format!("{PREFIX}99999999-abc"));
-        let live = tmp
-            .path()
-            .join(format!("{PREFIX}{}-abc", std::process::id()));
+        let free = tmp.path().join(format!("{PREFIX}1-free"));
+        // Held by a live process whose pid means nothing here (another PID
+        // namespace): the lock decides, not the pid.
+        let held = tmp.path().join(format!("{PREFIX}99999999-held"));
+        // No lock file, pid dead, but young: maybe a creator mid-way.
+        let young = tmp.path().join(format!("{PREFIX}99999999-young"));
         let other = tmp.path().join("rollgate-notes");
-        for d in [&dead, &live, &other] {
+        for d in [&free, &held, &young, &other] {
             fs::create_dir(d).unwrap();
         }
+        fs::write(other.join(LOCK), "").unwrap();
+        fs::write(free.join(LOCK), "").unwrap();
+        fs::write(held.join(LOCK), "").unwrap();
+        let holder = fs::File::open(held.join(LOCK)).unwrap();
+        holder.lock_shared().unwrap();
         sweep_stale(tmp.path());
-        assert!(!dead.exists());
-        assert!(live.exists() && other.exists());
+        assert!(!free.exists());
+        assert!(held.exists() && young.exists() && other.exists());
+        drop(holder);
+        sweep_stale(tmp.path());
+        assert!(!held.exists());
     }
 
     #[test]

@@ -812,6 +812,13 @@ pub fn group_alive(pgid: i32) -> bool {
     })
 }
 
+/// The parent of process `pid`, if it is alive.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The working directory of process `pid`, if it can be read.
 pub fn cwd_of(pid: u32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/cwd")).ok()

@@ -14,6 +14,7 @@ mod help;
 mod hook_install;
 mod hook_validate;
 mod journal;
+mod lifecycle;
 mod policy;
 mod rollback;
 mod rollout;

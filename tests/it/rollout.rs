@@ -9,7 +9,8 @@
 use std::fs;
 
 use crate::fleet::{
-    Fleet, Groups, Interval, MAIN, Running, Spec, Tree, cwd_of, group, sh, timed_deploy, wait_until,
+    Fleet, Groups, Interval, MAIN, Running, Spec, Tree, cwd_of, group, parent_of, sh, timed_deploy,
+    wait_until,
 };
 use crate::support::{SSHD_92, SSHD_96, path_str};
 
@@ -575,7 +576,7 @@ fn batches_never_run_more_hosts_at_once_than_batch() {
 // ---- failure: stop, restore, reject ---------------------------------------------
 
 #[test]
-fn failing_health_stops_before_the_next_batch_and_restores_the_failed_host() {
+fn failing_health_stops_before_the_next_batch_and_restores_every_touched_host() {
     let f = Fleet::new();
     let farm = ["server01", "server02", "server03", "server05"];
     let spec = health_spec(None, &farm, 2);
@@ -617,14 +618,17 @@ fn failing_health_stops_before_the_next_batch_and_restores_the_failed_host() {
     );
     out.assert_contains("| server02 answers 503");
     f.assert_line(&out, &["[server02]", "restored", short(&a)]);
+    f.assert_line(&out, &["[server01]", "restored", short(&a)]);
     f.assert_line(&out, &["1 ok", "1 FAILED", "server02", "2 not started"]);
-    // ... and where things stand now.
-    f.assert_line(&out, &["now on", short(&b), "server01"]);
+    // ... and where things stand now, host by host, as the last lines.
+    f.assert_line(&out, &["restored to", short(&a), "server01, server02"]);
     f.assert_line(&out, &["not started", "server03, server05"]);
-    // The failed host is back on the previous revision's file; the host that
-    // passed in the same batch keeps the new one (restore-failed).
+    out.assert_lacks("now on");
+    // Both hosts the push touched are back on the previous revision's file:
+    // git rejects the push, so none may keep B (on_failure is the default,
+    // restore-failed, which a push ignores).
     f.assert_on("server02", &a, SSHD_92);
-    f.assert_on("server01", &b, SSHD_92);
+    f.assert_on("server01", &a, SSHD_92);
     // The next batch never started.
     for (h, before) in &untouched {
         assert_eq!(&f.tree(h), before, "{h} was touched\n{out}");
@@ -638,6 +642,7 @@ fn failing_health_stops_before_the_next_batch_and_restores_the_failed_host() {
     let run = &runs[1];
     let mut steps = run.step_list();
     steps[..2].sort();
+    steps[2..].sort();
     assert_eq!(
         steps,
         [
@@ -648,6 +653,7 @@ fn failing_health_stops_before_the_next_batch_and_restores_the_failed_host() {
                 b.clone(),
                 "failed".into()
             ),
+            ("restore".into(), "server01".into(), a.clone(), "ok".into()),
             ("restore".into(), "server02".into(), a.clone(), "ok".into()),
         ]
     );
@@ -665,7 +671,7 @@ fn failing_health_stops_before_the_next_batch_and_restores_the_failed_host() {
     let s1 = f.status_of("server01");
     assert_eq!(
         (&s1["result"], &s1["rev"]),
-        (&"ok".into(), &b.as_str().into())
+        (&"restored".into(), &a.as_str().into())
     );
     assert_eq!(f.status_of("server03")["rev"], a.as_str());
     assert_eq!(f.log()[0]["result"], "failed");
@@ -914,9 +920,11 @@ fn hook_killed_mid_deploy_leaves_no_stale_lock_and_status_shows_interrupted() {
         .filter(|pid| cwd_of(*pid).is_some_and(|c| c == remote))
         .collect();
     assert_eq!(hooks.len(), 1, "hook processes: {hooks:?}");
+    // Each deploy runs under a supervisor (a child of the hook).
+    let supervisors: Vec<Option<u32>> = started.iter().map(|p| parent_of(*p)).collect();
     assert!(
-        started.iter().all(|p| *p == hooks[0]),
-        "the deploys' parent {started:?} is not the hook {hooks:?}"
+        supervisors.iter().all(|p| *p == Some(hooks[0])),
+        "the deploys' parents {started:?} are not children of the hook {hooks:?}"
     );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(hooks[0] as i32),
