@@ -1,6 +1,6 @@
 //! `status` and `log`: what the journal says ran where.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::Result;
@@ -20,7 +20,9 @@ pub(crate) struct HostState {
     pub(crate) when: String,
     pub(crate) who: String,
     pub(crate) action: Action,
-    /// ok, failed, restored, rolled-back, interrupted
+    /// ok, failed, restored, rolled-back, interrupted, left-behind (failed
+    /// within max_failures and put back), armed-revert (failed while armed
+    /// and could not be put back: left to its dead-man's switch)
     pub(crate) result: String,
     /// For a rollback or restore: the revision the host left.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,12 +40,27 @@ pub(crate) fn status(git_dir: &Path) -> Result<Report<HostState>> {
     let history = journal::read(git_dir)?;
     let live = lock::is_held(git_dir)?;
     let mut rows: BTreeMap<(String, String), HostState> = BTreeMap::new();
+    // A restore in a run that ended ok: a host that failed within its
+    // group's max_failures and was put back while the rollout went on.
+    let ok_runs: BTreeSet<&str> = history
+        .records
+        .iter()
+        .filter(|r| r.event == Event::End && r.result == Outcome::Ok)
+        .map(|r| r.run.as_str())
+        .collect();
+    // Services that failed with their dead-man's switch armed, per run.
+    let mut armed: BTreeSet<(&str, &str, &str)> = BTreeSet::new();
     for r in history.records.iter().filter(|r| r.event == Event::Host) {
         let (Some(host), Some(service)) = (&r.host, &r.service) else {
             continue;
         };
+        if r.armed {
+            armed.insert((&r.run, host, service));
+        }
         let result = match (r.action, r.result) {
+            (_, Outcome::Failed) if armed.contains(&(&r.run, host, service)) => "armed-revert",
             (_, Outcome::Failed) => "failed",
+            (Action::Restore, _) if ok_runs.contains(r.run.as_str()) => "left-behind",
             (Action::Restore, _) => "restored",
             (Action::Rollback, _) => "rolled-back",
             _ => "ok",

@@ -20,6 +20,8 @@ use crate::source::revision::Revision;
 use crate::source::worktree::Worktree;
 use crate::ui::{self, Ui, seconds};
 
+mod strategy;
+
 pub(crate) struct RunOptions {
     pub(crate) action: Action,
     pub(crate) who: String,
@@ -87,6 +89,7 @@ pub(crate) fn run(
         history: &history,
         journal,
         ui,
+        left_behind: Vec::new(),
     };
     let mut results = Vec::new();
     let mut restored = Vec::new();
@@ -95,7 +98,7 @@ pub(crate) fn run(
         let (stop_heartbeat, stop) = mpsc::channel::<()>();
         let done = &done;
         s.spawn(move || heartbeat(ui, config.heartbeat, stop, done, total));
-        let outcome = rollout.batches(&mut results, done);
+        let outcome = rollout.stages(repo, &mut results, done);
         if outcome.is_ok() && results.iter().any(HostResult::failed) {
             let to_restore: Vec<&HostResult<'_>> = match config.on_failure {
                 OnFailure::RestoreFailed => results.iter().filter(|r| r.failed()).collect(),
@@ -110,6 +113,7 @@ pub(crate) fn run(
                 &mut rollout.journal,
                 ui,
             )?;
+            strategy::report_armed(ui, &to_restore, &restored);
         }
         drop(stop_heartbeat);
         outcome
@@ -144,10 +148,21 @@ pub(crate) fn run(
         } else {
             "deployed"
         };
+        let left = &rollout.left_behind;
         ui.line(format_args!(
-            "{done} {rev_short} to {} in {}: {total} ok",
+            "{done} {rev_short} to {} in {}: {} ok{}",
             opts.scope,
-            seconds(started.elapsed())
+            seconds(started.elapsed()),
+            total - left.len(),
+            if left.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} left behind on what they ran (failed within max_failures): {}",
+                    left.len(),
+                    ui::capped(left.iter().map(String::as_str))
+                )
+            }
         ));
         return Ok(());
     }
@@ -169,24 +184,11 @@ struct Rollout<'a, 'p> {
     history: &'a History,
     journal: Journal,
     ui: &'a Ui,
+    /// Hosts that failed within their group's budget and were put back.
+    left_behind: Vec<String>,
 }
 
 impl<'p> Rollout<'_, 'p> {
-    /// Every stage's batches in order, stopping after the first batch with
-    /// a failure; results arrive in `results` as hosts finish.
-    fn batches(&mut self, results: &mut Vec<HostResult<'p>>, done: &AtomicUsize) -> Result<()> {
-        let plan = self.plan;
-        for stage in &plan.stages {
-            for batch in stage.hosts.chunks(stage.batch) {
-                self.batch(batch, results, done)?;
-                if results.iter().any(HostResult::failed) {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn batch(
         &mut self,
         batch: &'p [HostJob],
