@@ -16,4 +16,5 @@ mod rollback;
 mod rollout;
 mod servers;
 mod ssh_hosts;
+mod strategies;
 mod validate_cli;
