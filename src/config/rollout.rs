@@ -241,3 +241,24 @@ mod tests {
         assert!(err(None, None, Some(Number(-1))).contains("max_failures: -1 is negative"));
     }
 }
+
+/// The README's dead-man's switch example is what people copy: it must parse.
+#[cfg(test)]
+mod readme_tests {
+    #[test]
+    fn the_readme_sshd_switch_example_parses() {
+        let readme = include_str!("../../README.md");
+        let from = readme
+            .find("### A dead-man's switch for sshd")
+            .expect("the README has the example");
+        let block = &readme[from..];
+        let block = &block[block.find("```toml\n").expect("a toml block") + 8..];
+        let block = &block[..block.find("```").expect("the block ends")];
+        let text = format!(
+            "{block}\n[groups.farm]\nhosts = [\"server01\"]\nvars = {{ version = \"9.2\" }}\n"
+        );
+        let config = crate::config::Config::parse(&text, "README.md").unwrap();
+        let sshd = config.service("sshd").unwrap();
+        assert!(sshd.arm.is_some() && sshd.disarm.is_some() && sshd.verify.is_some());
+    }
+}
