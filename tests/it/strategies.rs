@@ -310,6 +310,34 @@ fn one_verify_failure_while_staging_reloads_no_host_and_puts_every_host_back() {
 }
 
 #[test]
+fn a_staged_rollout_stopped_while_activating_puts_back_the_hosts_not_yet_activated() {
+    let f = Fleet::new();
+    let farm = names("web", 4);
+    let setup = Setup::new(&farm, &["rollout = \"staged\"", "batch = 2"]);
+    let a = setup.start(&f);
+    let b = f.change("b");
+    mark(&f, "web01", &b, "broken");
+
+    let out = farm_push(&f);
+
+    f.assert_rejected(&out, Some(&a));
+    f.assert_line(&out, &["[web01] FAILED", "sshd health"]);
+    f.assert_line(&out, &["staged but not activated: web03, web04"]);
+    let all = steps(&f);
+    assert_eq!(hosts_of(&of(&all, "deploy", &b)), farm, "all were staged");
+    assert_eq!(
+        hosts_of(&of(&all, "reload", &b)),
+        ["web01", "web02"],
+        "the second wave was activated after the first failed"
+    );
+    for h in &farm {
+        f.assert_on(h, &a, SSHD_92);
+        assert_eq!(f.status_of(h)["rev"], a.as_str(), "{h}");
+    }
+    f.assert_clean();
+}
+
+#[test]
 fn together_reloads_every_host_at_the_same_moment() {
     let f = Fleet::new();
     let farm = names("web", 4);

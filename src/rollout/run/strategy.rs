@@ -115,19 +115,53 @@ impl<'p> Rollout<'_, 'p> {
                     self.activate(wave, staged, results, done)?;
                 }
             }
-            if !self.settle(repo, stage, results, &mut budget)? {
-                return Ok(false);
-            }
-            if let Some(bake) = spec.bake
+            let mut go_on = self.settle(repo, stage, results, &mut budget)?;
+            if go_on
+                && let Some(bake) = spec.bake
                 && i + 1 < waves.len()
             {
                 self.bake(stage, results, first, bake)?;
-                if !self.settle(repo, stage, results, &mut budget)? {
-                    return Ok(false);
+                go_on = self.settle(repo, stage, results, &mut budget)?;
+            }
+            if !go_on {
+                if let Some(rest) = staged {
+                    self.put_back_staged(repo, stage, rest.collect())?;
                 }
+                return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Hosts staged but never activated, when the run stops: their files
+    /// go back (the run only puts back the hosts in `results`).
+    fn put_back_staged(
+        &mut self,
+        repo: &Repository,
+        stage: &Stage,
+        staged: Vec<HostResult<'p>>,
+    ) -> Result<()> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        self.ui.line(format_args!(
+            "group {}: putting back the {} host{} staged but not activated: {}",
+            stage.group,
+            staged.len(),
+            plural(staged.len()),
+            crate::ui::capped(staged.iter().map(|r| r.job.host.as_str()))
+        ));
+        let refs: Vec<&HostResult<'_>> = staged.iter().collect();
+        restore::restore(
+            repo,
+            self.history,
+            &refs,
+            &self.plan.rev,
+            self.rec,
+            &mut self.journal,
+            self.ui,
+        )?;
+        Ok(())
     }
 
     /// Deploys and verifies every host of `stage`, wave by wave, and returns
@@ -182,32 +216,12 @@ impl<'p> Rollout<'_, 'p> {
             ));
             return Ok(Some(ok));
         }
-        let names = crate::ui::capped(failed.iter().map(|r| r.job.host.as_str()));
-        if ok.is_empty() {
-            self.ui.line(format_args!(
-                "group {}: staging failed on {names}: nothing was activated",
-                stage.group
-            ));
-        } else {
-            self.ui.line(format_args!(
-                "group {}: staging failed on {names}: nothing was activated; \
-                 putting back the {} host{} staged: {}",
-                stage.group,
-                ok.len(),
-                plural(ok.len()),
-                crate::ui::capped(ok.iter().map(|r| r.job.host.as_str()))
-            ));
-            let refs: Vec<&HostResult<'_>> = ok.iter().collect();
-            restore::restore(
-                repo,
-                self.history,
-                &refs,
-                &self.plan.rev,
-                self.rec,
-                &mut self.journal,
-                self.ui,
-            )?;
-        }
+        self.ui.line(format_args!(
+            "group {}: staging failed on {}: nothing was activated",
+            stage.group,
+            crate::ui::capped(failed.iter().map(|r| r.job.host.as_str()))
+        ));
+        self.put_back_staged(repo, stage, ok)?;
         results.extend(failed);
         Ok(None)
     }
