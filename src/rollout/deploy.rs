@@ -10,6 +10,7 @@ use git2::{Oid, Repository};
 use crate::gate;
 use crate::record::journal::Action;
 use crate::rollout::changes;
+use crate::rollout::live;
 use crate::rollout::plan::{self, Plan};
 use crate::rollout::run::{self, RunOptions};
 use crate::rollout::scope::{Scope, Target};
@@ -25,6 +26,8 @@ pub(crate) struct DeployOptions {
     pub(crate) push_options: Vec<String>,
     /// Directories to check besides those deployed (a push's changes).
     pub(crate) also_check: Vec<ConfigDir>,
+    /// The directories whose files a push changes (see `live`).
+    pub(crate) changed: Vec<ConfigDir>,
     /// Check, deploy nothing (`-o validate-only`).
     pub(crate) validate_only: bool,
     /// For a push: the ref and the value git will compare before moving it.
@@ -40,6 +43,7 @@ impl DeployOptions {
             dry_run: false,
             push_options: Vec::new(),
             also_check: Vec::new(),
+            changed: Vec::new(),
             validate_only: false,
             expect_ref: None,
         }
@@ -105,6 +109,7 @@ pub(crate) fn prepare_targets<'r>(
     }
     let to_check = gate::union(std::mem::take(&mut opts.also_check), &deployed);
     let worktree = gate::gate(&rev, &to_check, &deployed, "", ui)?;
+    live::warn(&rev, &targets, &opts.changed, ui)?;
     let plan = if !opts.validate_only {
         Some(plan::build(&rev, &worktree, &targets)?)
     } else {

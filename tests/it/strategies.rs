@@ -853,3 +853,66 @@ fn a_reload_that_breaks_sshd_is_reverted_by_the_armed_switch() {
     assert!(!Path::new(&format!("/proc/{sshd_pid}")).exists());
     f.assert_clean();
 }
+
+// ---- live version directories ------------------------------------------------------
+
+#[test]
+fn a_push_that_changes_what_hosts_outside_its_scope_run_names_them() {
+    let f = Fleet::new();
+    f.start(&Spec::standard());
+    let farm_line = ["group farm (server01, server02, server03)"];
+
+    // 9.2 is the farm's; a plain push deploys to the canary only.
+    f.env.append(SSHD_92, "# 9.2 edited in place");
+    let b = f.env.commit("edit 9.2 in place");
+    let out = f.env.push(&[]);
+
+    f.assert_landed(&out, &b);
+    f.assert_line(
+        &out,
+        &[
+            "warning: files/sshd/9.2 (sshd 9.2) changed",
+            "hosts outside this push run it now",
+            farm_line[0],
+        ],
+    );
+    f.assert_line(
+        &out,
+        &["they get it on their next deploy", "new version directory"],
+    );
+    assert!(
+        f.deployed("server01").is_none(),
+        "the farm was touched\n{out}"
+    );
+
+    // The canary's own directory: in scope, nothing to say.
+    f.env.append(crate::support::SSHD_96, "# 9.6 edited");
+    let c = f.env.commit("edit 9.6");
+    let out = f.env.push(&[]);
+    f.assert_landed(&out, &c);
+    out.assert_lacks("warning:");
+
+    // Only rollgate.toml changed: what hosts run did not.
+    let text = fs::read_to_string(f.env.work().join("rollgate.toml")).unwrap();
+    f.env
+        .write("rollgate.toml", &format!("heartbeat = \"30s\"\n{text}"));
+    let d = f.env.commit("a slower heartbeat");
+    let out = f.env.push(&[]);
+    f.assert_landed(&out, &d);
+    out.assert_lacks("warning:");
+
+    // One farm host in scope: the other two are named.
+    f.env.append(SSHD_92, "# 9.2 edited again");
+    let e = f.env.commit("edit 9.2 again");
+    let out = f.env.push(&["-o", "host=server01"]);
+    f.assert_landed(&out, &e);
+    f.assert_line(&out, &["files/sshd/9.2", "group farm (server02, server03)"]);
+
+    // Everyone in scope: nobody is left to be surprised.
+    f.env.append(SSHD_92, "# 9.2 edited for all");
+    let g = f.env.commit("edit 9.2 for all");
+    let out = f.env.push(&["-o", "all"]);
+    f.assert_landed(&out, &g);
+    out.assert_lacks("warning:");
+    f.assert_clean();
+}
