@@ -442,6 +442,37 @@ fn waves_of_one_two_three_run_as_batches() {
     }
     let (latest_start, earliest_end) = span(waves[2], "reload");
     assert!(latest_start < earliest_end, "wave 3 did not run at once");
+
+    // --dry-run says how the group will go, step by step.
+    let mut staged = Setup::new(
+        &farm,
+        &[
+            "rollout = \"staged\"",
+            "waves = [1, \"50%\"]",
+            "bake = \"1m\"",
+            "max_failures = \"20%\"",
+        ],
+    );
+    staged.spec.top.clear();
+    staged.write(&f);
+    let c = f.env.commit("staged farm");
+    f.assert_landed(&f.env.push(&["-o", "validate-only"]), &c);
+    let out = f.env.rollgate(&[
+        "deploy",
+        "--rev",
+        "main",
+        "--group",
+        "farm",
+        "--dry-run",
+        "--repo",
+        path_str(&f.env.remote()),
+    ]);
+    out.assert_ok().assert_contains(
+        "group farm: 6 hosts, staged, in waves of 1, 3, 2, baking 1m after each, up to 20% failed",
+    );
+    for role in ["deploy", "verify", "reload", "health"] {
+        f.assert_line(&out, &["[web06] sshd", &format!("{role}:")]);
+    }
     f.assert_clean();
 }
 

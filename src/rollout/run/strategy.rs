@@ -152,15 +152,7 @@ impl<'p> Rollout<'_, 'p> {
             crate::ui::capped(staged.iter().map(|r| r.job.host.as_str()))
         ));
         let refs: Vec<&HostResult<'_>> = staged.iter().collect();
-        restore::restore(
-            repo,
-            self.history,
-            &refs,
-            &self.plan.rev,
-            self.rec,
-            &mut self.journal,
-            self.ui,
-        )?;
+        self.put_back(repo, &refs)?;
         Ok(())
     }
 
@@ -427,19 +419,25 @@ impl<'p> Rollout<'_, 'p> {
             if bad.len() == 1 { "it" } else { "them" }
         ));
         let refs: Vec<&HostResult<'_>> = bad.iter().collect();
-        let restored = restore::restore(
-            repo,
-            self.history,
-            &refs,
-            &self.plan.rev,
-            self.rec,
-            &mut self.journal,
-            self.ui,
-        )?;
+        let restored = self.put_back(repo, &refs)?;
         report_armed(self.ui, &refs, &restored);
         self.left_behind
             .extend(bad.iter().map(|r| r.job.host.clone()));
         Ok(true)
+    }
+
+    /// Puts `hosts` back on what they ran before this run, mid-run (the
+    /// run's own put-back happens at its end, in `run`).
+    fn put_back(&mut self, repo: &Repository, hosts: &[&HostResult<'_>]) -> Result<Vec<Restored>> {
+        restore::restore(
+            repo,
+            self.history,
+            hosts,
+            &self.plan.rev,
+            self.rec,
+            &mut self.journal,
+            self.ui,
+        )
     }
 
     fn journal_batch(&mut self, wave: &[HostJob]) -> Result<()> {
