@@ -372,6 +372,63 @@ fn together_reloads_every_host_at_the_same_moment() {
     f.assert_clean();
 }
 
+/// [`Setup`] with a dead-man's switch whose arm fails on a marker.
+fn armed(hosts: &[String], farm: &[&str]) -> Setup {
+    let mut setup = Setup::new(hosts, farm);
+    setup.spec.service.push(format!(
+        "arm = {}",
+        argv(&step(
+            "arm",
+            "if test -e {root}/{host}.{rev}.noarm; then echo {host}: no timer >&2; exit 1; fi",
+        ))
+    ));
+    setup
+        .spec
+        .service
+        .push(format!("disarm = {}", argv(&step("disarm", "true"))));
+    setup
+}
+
+#[test]
+fn arm_runs_before_the_reload_and_disarm_after_health_and_together_reloads_nothing_unarmed() {
+    let f = Fleet::new();
+    let farm = names("web", 3);
+    let setup = armed(&farm, &["rollout = \"staged\""]);
+    let a = setup.start(&f);
+    let all = steps(&f);
+    for h in &farm {
+        let order: Vec<&str> = all
+            .iter()
+            .filter(|s| &s.host == h && s.rev == a)
+            .map(|s| s.role.as_str())
+            .collect();
+        assert_eq!(
+            order,
+            ["deploy", "verify", "arm", "reload", "health", "disarm"],
+            "{h}"
+        );
+    }
+
+    // Together: one host cannot arm, so no host is reloaded, and every
+    // host goes back.
+    armed(&farm, &["rollout = \"together\""]).write(&f);
+    let b = f.change("b");
+    mark(&f, "web03", &b, "noarm");
+    let out = farm_push(&f);
+
+    f.assert_rejected(&out, Some(&a));
+    f.assert_line(&out, &["arming failed, so no host was reloaded"]);
+    out.assert_contains("web03: no timer");
+    let all = steps(&f);
+    assert_eq!(hosts_of(&of(&all, "arm", &b)), farm);
+    assert!(of(&all, "reload", &b).is_empty(), "reloaded: {all:#?}");
+    for h in &farm {
+        f.assert_on(h, &a, SSHD_92);
+        assert_eq!(f.status_of(h)["rev"], a.as_str(), "{h}");
+    }
+    f.assert_clean();
+}
+
 // ---- waves and bake --------------------------------------------------------------
 
 #[test]
