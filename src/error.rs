@@ -55,6 +55,15 @@ impl UserError {
         }
     }
 
+    /// A refusal of a push or deploy (exit 1), with a hint attached.
+    pub(crate) fn failed(message: impl Into<String>) -> UserError {
+        UserError {
+            kind: Kind::Failed,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
     pub(crate) fn hint(mut self, hint: impl Into<String>) -> UserError {
         self.hint = Some(hint.into());
         self

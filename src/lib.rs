@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod gate;
 mod hook;
+mod policy;
 mod process;
 mod record;
 mod rollout;

@@ -2,8 +2,10 @@
 //! arguments into plain values and calls the library.
 
 mod deploy;
+mod docs;
 mod hook;
 mod plan;
+mod policy;
 mod rollback;
 mod scope_args;
 mod status;
@@ -49,8 +51,13 @@ enum Command {
     Deploy(deploy::DeployArgs),
     Rollback(rollback::RollbackArgs),
     Plan(plan::PlanArgs),
+    /// Show or pin the server's policy (rollgate/policy.toml in the bare repository)
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     Status(status::StatusArgs),
     Log(status::LogArgs),
+    Completions(docs::CompletionsArgs),
+    Man(docs::ManArgs),
 }
 
 /// `--repo`, which every command takes.
@@ -72,8 +79,11 @@ pub fn main() -> ExitCode {
         Command::Deploy(a) => deploy::run(a, &ui),
         Command::Rollback(a) => rollback::run(a, &ui),
         Command::Plan(a) => plan::run(a, &ui),
+        Command::Policy(c) => policy::run(c, &ui),
         Command::Status(a) => status::status(a, &ui),
         Command::Log(a) => status::log(a, &ui),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

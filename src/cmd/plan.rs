@@ -2,7 +2,9 @@ use crate::rollout::changes;
 use crate::source::repo::{self, Snapshot};
 use crate::source::revision::Revision;
 use crate::ui::Ui;
-use anyhow::Result;
+use std::io::Write;
+
+use anyhow::{Context, Result};
 use clap::Args;
 
 use super::RepoArg;
@@ -17,6 +19,10 @@ pub(crate) struct PlanArgs {
     rev: String,
     #[command(flatten)]
     scope: ScopeArgs,
+    /// One JSON object per host: its services, what each runs now, the
+    /// kind of change and the diff
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     repo: RepoArg,
 }
@@ -28,5 +34,14 @@ pub(crate) fn run(args: PlanArgs, _ui: &Ui) -> Result<()> {
         repo::resolve(&repo, &args.rev)?,
     )?)?;
     let targets = args.scope.scope().resolve(&rev.config)?;
-    changes::show(&repo, &rev, &targets, &mut std::io::stdout().lock())
+    let hosts = changes::compute(&repo, &rev, &targets)?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &hosts)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        changes::render(&hosts, &mut out)
+    };
+    written.context("cannot write to standard output")
 }

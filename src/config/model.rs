@@ -18,20 +18,19 @@ use crate::error::UserError;
 use crate::ui;
 
 pub(crate) const FILE_NAME: &str = "rollgate.toml";
-pub(crate) const DEFAULT_BRANCH: &str = "main";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    #[serde(default = "default_branch")]
-    branch: String,
+    /// Moved to the server's policy: read only to say so.
+    branch: Option<toml::Spanned<serde::de::IgnoredAny>>,
     default_group: Option<String>,
     #[serde(default)]
     on_failure: OnFailure,
     #[serde(default = "default_lock_wait", with = "humantime_serde")]
     lock_wait: Duration,
-    #[serde(default = "default_pusher_env")]
-    pusher_env: Vec<String>,
+    /// Moved to the server's policy: read only to say so.
+    pusher_env: Option<toml::Spanned<serde::de::IgnoredAny>>,
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
     heartbeat: Duration,
     #[serde(default)]
@@ -73,22 +72,8 @@ struct RawGroup {
     max_failures: Option<RawSize>,
 }
 
-fn default_branch() -> String {
-    DEFAULT_BRANCH.into()
-}
 fn default_lock_wait() -> Duration {
     Duration::from_secs(60)
-}
-fn default_pusher_env() -> Vec<String> {
-    [
-        "GL_USER",
-        "GL_USERNAME",
-        "GITEA_PUSHER_NAME",
-        "REMOTE_USER",
-        "USER",
-    ]
-    .map(String::from)
-    .to_vec()
 }
 fn default_heartbeat() -> Duration {
     Duration::from_secs(20)
@@ -111,14 +96,11 @@ pub(crate) enum OnFailure {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    pub(crate) branch: String,
     /// `None` when several groups exist and none is named: deploying without
     /// an explicit scope is then refused instead of guessed.
     pub(crate) default_group: Option<String>,
     pub(crate) on_failure: OnFailure,
     pub(crate) lock_wait: Duration,
-    /// Who a deploy is recorded as: the first of these variables that is set.
-    pub(crate) pusher_env: Vec<String>,
     /// After this long without output, a deploy prints a line anyway, so
     /// proxies and CI runners do not cut a long push.
     pub(crate) heartbeat: Duration,
@@ -165,6 +147,20 @@ impl Config {
             let hint = unknown_key_hint(&e);
             anyhow::Error::new(e).context(invalid().hint_opt(hint))
         })?;
+        for (key, found) in [("branch", &raw.branch), ("pusher_env", &raw.pusher_env)] {
+            if let Some(at) = found {
+                let line = text[..at.span().start.min(text.len())]
+                    .matches('\n')
+                    .count()
+                    + 1;
+                return Err(UserError::config(format!(
+                    "invalid {origin}: line {line}: `{key}` moved to rollgate/policy.toml in the bare \
+                     repository (the server decides it, not a push)"
+                ))
+                .hint("delete the line; an admin sets it in the server's policy (`rollgate policy show`)")
+                .into());
+            }
+        }
         Config::from_raw(raw).with_context(invalid)
     }
 
@@ -243,11 +239,9 @@ impl Config {
             None => None,
         };
         Ok(Config {
-            branch: raw.branch,
             default_group,
             on_failure: raw.on_failure,
             lock_wait: raw.lock_wait,
-            pusher_env: raw.pusher_env,
             heartbeat: raw.heartbeat,
             services,
             groups,
@@ -286,19 +280,6 @@ impl Config {
                 .iter()
                 .flat_map(|g| g.hosts.iter().map(String::as_str)),
         )
-    }
-
-    /// Who is deploying, as the first set variable of `pusher_env` says.
-    pub(crate) fn who(&self) -> String {
-        self.pusher_env
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| "unknown".into())
-    }
-
-    /// The deploy branch as a full ref name.
-    pub(crate) fn branch_ref(&self) -> String {
-        format!("refs/heads/{}", self.branch)
     }
 }
 
@@ -553,6 +534,17 @@ batch = 20
     fn a_misspelt_key_gets_a_suggestion() {
         let err = Config::parse(&GOOD.replace("default_group", "defualt_group"), "x").unwrap_err();
         assert_eq!(crate::error::hints(&err), ["did you mean `default_group`?"]);
+    }
+
+    #[test]
+    fn keys_the_server_decides_say_where_they_moved() {
+        for line in ["branch = \"main\"", "pusher_env = [\"LANG\"]"] {
+            let e = err(&format!("{line}\n{GOOD}"));
+            assert!(
+                e.contains("line 1") && e.contains("moved to rollgate/policy.toml"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub(crate) fn validate(repo: &Repository, opts: &ValidateOptions, ui: &Ui) -> Re
         },
     };
     let rev = Revision::load(snapshot)?;
+    crate::policy::Policy::load(repo)?.check_commands(&rev.config, &rev.snapshot.describe())?;
     // A working tree has no tree ids to compare, so it is checked whole.
     let base = if opts.all { None } else { upstream(repo) };
     let to_check = rev.changed_since(base.as_ref().map(|(_, r)| r))?;

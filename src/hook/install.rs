@@ -1,14 +1,19 @@
-//! `rollgate hook install` / `uninstall`: the pre-receive shim and the one
-//! git setting push options need.
+//! `rollgate hook install` / `uninstall`: the pre-receive shim, the one
+//! git setting push options need, and (once) the server's policy file.
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use git2::{ConfigLevel, Repository};
 
+use crate::error::UserError;
+use crate::policy;
+
 const TEMPLATE: &str = include_str!("../../hooks/pre-receive");
+const PRE_PUSH_TEMPLATE: &str = include_str!("../../hooks/pre-push");
 /// Identifies a hook rollgate wrote, so it is never confused with a user's.
 const MARKER: &str = "rollgate-managed";
 const BACKUP_SUFFIX: &str = ".rollgate-backup";
@@ -20,6 +25,8 @@ pub(crate) struct Installed {
     pub(crate) hook: PathBuf,
     pub(crate) backup: Option<PathBuf>,
     pub(crate) unchanged: bool,
+    /// The policy file, when this install wrote it (it never overwrites one).
+    pub(crate) policy: Option<PathBuf>,
 }
 
 /// Where git looks for hooks: `core.hooksPath` (relative to the repository
@@ -36,18 +43,76 @@ pub(crate) fn hooks_dir(repo: &Repository) -> Result<PathBuf> {
 }
 
 pub(crate) fn install(repo: &Repository, binary: &Path, force: bool) -> Result<Installed> {
+    if let Some(work_tree) = repo.workdir() {
+        // git refuses a push to the checked-out branch only after
+        // pre-receive: rollgate would deploy what git then throws away.
+        return Err(UserError::usage(format!(
+            "{} is not a bare repository (it has the work tree {}): git checks a push \
+             against the checked-out branch only after the pre-receive hook, so a deploy \
+             could run for a push git then refuses",
+            repo.path().display(),
+            work_tree.display(),
+        ))
+        .hint(format!(
+            "serve a bare clone instead: git clone --bare {} infra.git, then \
+             rollgate hook install --repo infra.git",
+            work_tree.display()
+        ))
+        .into());
+    }
+    let mut installed = write_hook(repo, "pre-receive", TEMPLATE, binary, force)?;
+    let mut local = local_config(repo)?;
+    if !matches!(local.get_bool("receive.advertisePushOptions"), Ok(true)) {
+        local
+            .set_bool("receive.advertisePushOptions", true)
+            .and_then(|()| local.set_bool(OWNED_SETTING, true))
+            .with_context(|| format!("cannot write {}", repo.path().join("config").display()))?;
+    }
+    installed.policy = write_policy_once(&repo.path().join(policy::FILE))?;
+    Ok(installed)
+}
+
+/// `hook install --pre-push`, in a clone: the author's check before a push,
+/// of exactly the commits being pushed.
+pub(crate) fn install_pre_push(repo: &Repository, binary: &Path, force: bool) -> Result<Installed> {
+    if repo.is_bare() {
+        return Err(UserError::usage(format!(
+            "{} is a bare repository; the pre-push hook belongs in a clone",
+            repo.path().display()
+        ))
+        .hint("on the server, `rollgate hook install` writes the pre-receive hook")
+        .into());
+    }
+    write_hook(repo, "pre-push", PRE_PUSH_TEMPLATE, binary, force)
+}
+
+/// Writes hook `name` from `template` (with the binary's path filled in),
+/// keeping a hook rollgate did not write only with `force` (as a backup).
+fn write_hook(
+    repo: &Repository,
+    name: &str,
+    template: &str,
+    binary: &Path,
+    force: bool,
+) -> Result<Installed> {
     let dir = hooks_dir(repo)?;
-    let hook = dir.join("pre-receive");
-    let script = TEMPLATE.replace("@ROLLGATE@", &shell_quote(&binary.display().to_string()));
+    let hook = dir.join(name);
+    let script = template.replace("@ROLLGATE@", &shell_quote(&binary.display().to_string()));
     let mut backup = None;
     let mut unchanged = false;
     match fs::read_to_string(&hook) {
         Ok(existing) if existing == script => unchanged = true,
         Ok(existing) if existing.contains(MARKER) => {}
-        Ok(_) if !force => bail!(
-            "{} exists and was not written by rollgate; rerun with --force to replace it (it will be kept as pre-receive{BACKUP_SUFFIX})",
-            hook.display()
-        ),
+        Ok(_) if !force => {
+            return Err(UserError::usage(format!(
+                "{} exists and was not written by rollgate",
+                hook.display()
+            ))
+            .hint(format!(
+                "rerun with --force to replace it (it will be kept as {name}{BACKUP_SUFFIX})"
+            ))
+            .into());
+        }
         Ok(_) => {
             let to = free_backup_path(&hook);
             fs::rename(&hook, &to)
@@ -60,24 +125,41 @@ pub(crate) fn install(repo: &Repository, binary: &Path, force: bool) -> Result<I
     if !unchanged {
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         // Write beside and rename, so git never runs a half-written hook.
-        let tmp = dir.join(".pre-receive.rollgate-tmp");
+        let tmp = dir.join(format!(".{name}.rollgate-tmp"));
         fs::write(&tmp, &script).with_context(|| format!("cannot write {}", tmp.display()))?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
             .with_context(|| format!("cannot make {} executable", tmp.display()))?;
         fs::rename(&tmp, &hook).with_context(|| format!("cannot write {}", hook.display()))?;
     }
-    let mut local = local_config(repo)?;
-    if !matches!(local.get_bool("receive.advertisePushOptions"), Ok(true)) {
-        local
-            .set_bool("receive.advertisePushOptions", true)
-            .and_then(|()| local.set_bool(OWNED_SETTING, true))
-            .with_context(|| format!("cannot write {}", repo.path().join("config").display()))?;
-    }
     Ok(Installed {
         hook,
         backup,
         unchanged,
+        policy: None,
     })
+}
+
+/// Writes the policy with its commented defaults unless a file is there:
+/// after the first install it is the admin's.
+fn write_policy_once(path: &Path) -> Result<Option<PathBuf>> {
+    let dir = path.parent().context("the policy path has no directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut file = match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    // Not secret, and the hook's user (often not the installer) must read it
+    // whatever the installer's umask.
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(policy::DEFAULT_TEXT.as_bytes()))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some(path.to_path_buf()))
 }
 
 pub(crate) struct Uninstalled {
@@ -86,7 +168,25 @@ pub(crate) struct Uninstalled {
 }
 
 pub(crate) fn uninstall(repo: &Repository) -> Result<Uninstalled> {
-    let hook = hooks_dir(repo)?.join("pre-receive");
+    let done = remove_hook(repo, "pre-receive")?;
+    let mut local = local_config(repo)?;
+    if matches!(local.get_bool(OWNED_SETTING), Ok(true)) {
+        let _ = local.remove("receive.advertisePushOptions");
+        local
+            .remove(OWNED_SETTING)
+            .with_context(|| format!("cannot write {}", repo.path().join("config").display()))?;
+    }
+    Ok(done)
+}
+
+/// `hook uninstall --pre-push`, in a clone.
+pub(crate) fn uninstall_pre_push(repo: &Repository) -> Result<Uninstalled> {
+    remove_hook(repo, "pre-push")
+}
+
+/// Removes hook `name` if rollgate wrote it, and puts back what it replaced.
+fn remove_hook(repo: &Repository, name: &str) -> Result<Uninstalled> {
+    let hook = hooks_dir(repo)?.join(name);
     match fs::read_to_string(&hook) {
         Ok(text) if text.contains(MARKER) => {
             fs::remove_file(&hook).with_context(|| format!("cannot remove {}", hook.display()))?
@@ -96,7 +196,7 @@ pub(crate) fn uninstall(repo: &Repository) -> Result<Uninstalled> {
             hook.display()
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("no pre-receive hook at {}", hook.display())
+            bail!("no {name} hook at {}", hook.display())
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", hook.display())),
     }
@@ -108,13 +208,6 @@ pub(crate) fn uninstall(repo: &Repository) -> Result<Uninstalled> {
     } else {
         None
     };
-    let mut local = local_config(repo)?;
-    if matches!(local.get_bool(OWNED_SETTING), Ok(true)) {
-        let _ = local.remove("receive.advertisePushOptions");
-        local
-            .remove(OWNED_SETTING)
-            .with_context(|| format!("cannot write {}", repo.path().join("config").display()))?;
-    }
     Ok(Uninstalled { hook, restored })
 }
 

@@ -8,11 +8,13 @@ use anyhow::{Context, Result, bail};
 use git2::{Oid, Repository};
 
 use crate::config;
+use crate::hook::git_checks::GitChecks;
 use crate::hook::input::RefUpdate;
+use crate::policy::{Policy, bounds};
 use crate::record::journal::Action;
 use crate::rollout::deploy::{self, DeployOptions, Prepared};
 use crate::rollout::live;
-use crate::rollout::scope::{PushRequest, Scope};
+use crate::rollout::scope::{self, PushRequest, Scope};
 use crate::source::repo::{Snapshot, short};
 use crate::source::revision::Revision;
 use crate::ui::Ui;
@@ -21,17 +23,20 @@ const DEPLOY_PREFIX: &str = "refs/deploy/";
 
 /// Handles a whole push: every ref is classified, checked and planned
 /// first, and only then deployed, so a push that git will reject as a whole
-/// never touches a host for one of its refs.
+/// never touches a host for one of its refs. The server's policy is read
+/// first: while it is broken, every push is refused.
 pub(crate) fn pre_receive(
     repo: &Repository,
     updates: &[RefUpdate],
-    request: &PushRequest,
+    options: &[String],
     ui: &Ui,
 ) -> Result<()> {
+    let policy = Policy::load(repo)?;
+    let git = GitChecks::new(updates);
     let mut prepared = Vec::new();
     for u in updates {
-        if let Some(p) =
-            prepare(repo, u, request, ui).with_context(|| format!("{} rejected", u.refname))?
+        if let Some(p) = prepare(repo, &policy, u, options, &git, ui)
+            .with_context(|| format!("{} rejected", u.refname))?
         {
             prepared.push((u, p));
         }
@@ -43,11 +48,16 @@ pub(crate) fn pre_receive(
     Ok(())
 }
 
-/// What one ref update asks for: `None` when it passes untouched.
+/// What one ref update asks for: `None` when it passes untouched. Only the
+/// policy's deploy branch and `refs/deploy/NAME` run anything of a push.
+/// Push options are read only for a ref rollgate acts on: a push that
+/// passes untouched ignores them (`-o ci.skip` is another tool's).
 fn prepare<'r>(
     repo: &'r Repository,
+    policy: &Policy,
     u: &RefUpdate,
-    request: &PushRequest,
+    options: &[String],
+    git: &GitChecks<'_>,
     ui: &Ui,
 ) -> Result<Option<Prepared<'r>>> {
     if let Some(name) = u.refname.strip_prefix(DEPLOY_PREFIX) {
@@ -58,114 +68,90 @@ fn prepare<'r>(
             ));
             return Ok(None);
         };
+        let request = scope::parse_push_options(options)?;
         if request.scope != Scope::Default || request.validate_only {
             bail!(
                 "a push to {} names its scope in the ref; drop the -o scope options",
                 u.refname
             );
         }
+        policy.require_widen(&format!("a push to {}", u.refname))?;
         let scope = if name == "all" {
             Scope::All
         } else {
             Scope::Group(name.to_string())
         };
+        // Reading its config runs nothing of it; its checks run only once
+        // the deploy branch is known to hold it.
+        let commit = repo
+            .find_commit(new)
+            .with_context(|| format!("{} is not a commit", short(new)))?;
+        scope.resolve(&Revision::load(Snapshot::of_commit(repo, commit)?)?.config)?;
+        bounds::require_merged(repo, policy, new, &format!("a push to {}", u.refname))?;
         let forced = PushRequest {
             scope,
             validate_only: false,
             options: request.options.clone(),
         };
-        return prepare_ref(repo, u, new, &forced, ui).map(Some);
+        return prepare_ref(repo, policy, u, new, &forced, git, ui).map(Some);
     }
-    if !u.refname.starts_with("refs/heads/") {
-        pass(u, "not a branch", ui);
+    if u.refname != policy.branch_ref() {
+        pass(u, &format!("not the deploy branch ({})", policy.branch), ui);
         return Ok(None);
-    }
-    match deploy_branch(repo, u) {
-        None => {
-            pass(u, "no rollgate.toml", ui);
-            return Ok(None);
-        }
-        Some(branch) if branch != u.refname => {
-            pass(u, &format!("not the deploy branch ({branch})"), ui);
-            return Ok(None);
-        }
-        Some(_) => {}
     }
     let Some(new) = u.new else {
         bail!("{} is the deploy branch and cannot be deleted", u.refname);
     };
-    prepare_ref(repo, u, new, request, ui).map(Some)
+    // A deploy branch that never had a rollgate.toml and still has none
+    // holds nothing rollgate acts on (a repository being set up).
+    let has_config = |id: Oid| {
+        repo.find_commit(id)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Snapshot::of_commit(repo, c))
+            .and_then(|s| s.read_file(config::FILE_NAME))
+            .map(|f| f.is_some())
+            .unwrap_or(true)
+    };
+    if !has_config(new) && !u.old.is_some_and(has_config) {
+        pass(u, &format!("no {}", config::FILE_NAME), ui);
+        return Ok(None);
+    }
+    let request = scope::parse_push_options(options)?;
+    if request.scope != Scope::Default && !request.validate_only {
+        policy.require_widen(&format!("-o {}", option_of(&request.scope)))?;
+    }
+    prepare_ref(repo, policy, u, new, &request, git, ui).map(Some)
 }
 
 fn pass(u: &RefUpdate, why: &str, ui: &Ui) {
     ui.line(format_args!("{}: {why}, passed untouched", u.refname));
 }
 
-/// What a commit's `rollgate.toml` says about the deploy branch, read
-/// leniently: full checks come later, and only for the deploy branch.
-enum BranchNamed {
-    Branch(String),
-    /// The file is there but unreadable: its branch cannot be known.
-    Unreadable,
-    Absent,
-}
-
-/// The deploy branch for this update. A broken `rollgate.toml` must never
-/// make the deploy branch look like any other branch: then the ref's old
-/// tip decides, and failing that the default `main`, so the push reaches
-/// the strict checks and is rejected with the parse error.
-fn deploy_branch(repo: &Repository, u: &RefUpdate) -> Option<String> {
-    let named_in = |id: Oid| -> BranchNamed {
-        let text = match repo
-            .find_commit(id)
-            .map_err(anyhow::Error::from)
-            .and_then(|c| Snapshot::of_commit(repo, c))
-            .and_then(|s| s.read_file(config::FILE_NAME))
-        {
-            Ok(Some(text)) => text,
-            Ok(None) => return BranchNamed::Absent,
-            Err(_) => return BranchNamed::Unreadable,
-        };
-        let table: Option<toml::Table> = std::str::from_utf8(&text)
-            .ok()
-            .and_then(|t| toml::from_str(t).ok());
-        match table.as_ref().map(|t| t.get("branch")) {
-            None => BranchNamed::Unreadable,
-            Some(None) => BranchNamed::Branch(default_branch()),
-            Some(Some(v)) => match v.as_str() {
-                Some(b) => BranchNamed::Branch(format!("refs/heads/{b}")),
-                None => BranchNamed::Unreadable,
-            },
-        }
-    };
-    let old = || u.old.map_or(BranchNamed::Absent, named_in);
-    match u.new.map_or(BranchNamed::Absent, named_in) {
-        BranchNamed::Branch(b) => Some(b),
-        BranchNamed::Unreadable => match old() {
-            BranchNamed::Branch(b) => Some(b),
-            _ => Some(default_branch()),
-        },
-        BranchNamed::Absent => match old() {
-            BranchNamed::Branch(b) => Some(b),
-            BranchNamed::Unreadable => Some(default_branch()),
-            BranchNamed::Absent => None,
-        },
+/// The push option that asked for `scope`, as the pusher wrote it.
+fn option_of(scope: &Scope) -> String {
+    match scope {
+        Scope::Default => "(none)".into(),
+        Scope::Group(g) => format!("group={g}"),
+        Scope::Host(h) => format!("host={h}"),
+        Scope::All => "all".into(),
     }
-}
-
-fn default_branch() -> String {
-    format!("refs/heads/{}", config::DEFAULT_BRANCH)
 }
 
 /// Checks `new` (what changed since the ref's old value, plus what the
 /// scope deploys) and plans its deploy unless the push is validate-only.
+/// A push that deploys first passes what git checks after this hook.
 fn prepare_ref<'r>(
     repo: &'r Repository,
+    policy: &Policy,
     u: &RefUpdate,
     new: Oid,
     request: &PushRequest,
+    git: &GitChecks<'_>,
     ui: &Ui,
 ) -> Result<Prepared<'r>> {
+    if !request.validate_only {
+        git.before_deploying(repo)?;
+    }
     let commit = repo
         .find_commit(new)
         .with_context(|| format!("{} is not a commit", short(new)))?;
@@ -184,7 +170,24 @@ fn prepare_ref<'r>(
         validate_only: request.validate_only,
         expect_ref: Some((u.refname.clone(), u.old)),
         // rollout decides from the journal whether this takes hosts back.
-        ..DeployOptions::new(Action::Deploy)
+        ..DeployOptions::new(Action::Deploy, policy)
     };
-    deploy::prepare(rev, &request.scope, opts, ui)
+    if request.scope != Scope::Default || request.validate_only || u.refname != policy.branch_ref()
+    {
+        return deploy::prepare(rev, &request.scope, opts, ui);
+    }
+    // A plain push to the deploy branch: bounded by the branch's tip.
+    let targets = request.scope.resolve(&rev.config)?;
+    let described = format!("group {} (default)", targets[0].group.name);
+    let tip = bounds::tip(repo, policy)?;
+    let targets = bounds::bound_to_tip(repo, policy, tip, &rev, targets, ui);
+    if targets.is_empty() {
+        let opts = DeployOptions {
+            validate_only: true,
+            no_deploy_reason: "no host within the deploy branch's default group",
+            ..opts
+        };
+        return deploy::prepare_targets(rev, Vec::new(), String::new(), opts, ui);
+    }
+    deploy::prepare_targets(rev, targets, described, opts, ui)
 }

@@ -1,21 +1,30 @@
 //! `rollgate/lock`: an OS file lock held for a whole deploy, so two pushes
-//! never deploy at once. The kernel drops it when the holder dies, so a
-//! `kill -9` leaves no stale lock; the file's text only names the holder.
+//! never deploy at once, and for a push until git has moved its refs (a
+//! keeper process holds it after the hook). The kernel drops it when its
+//! holders die, so a `kill -9` leaves no stale lock; the file's text only
+//! names the holder.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use crate::error::Failed;
-use crate::record::journal;
+use crate::record::{journal, keeper};
 use crate::ui::Ui;
 
 pub(crate) struct DeployLock {
     _file: File,
 }
+
+/// The lock a push keeps until git has moved its refs, once a run of this
+/// hook took it: a push that deploys several refs runs one deploy per ref,
+/// and the later ones use it (the keeper holds it; waiting for it would be
+/// waiting for ourselves).
+static KEPT: Mutex<Option<File>> = Mutex::new(None);
 
 /// Waits up to `wait` for the lock, telling the user who holds it, and
 /// again every `heartbeat` so an idle-cutting proxy keeps the push alive.
@@ -26,6 +35,13 @@ pub(crate) fn acquire(
     heartbeat: Duration,
     ui: &Ui,
 ) -> Result<DeployLock> {
+    if let Some(kept) = KEPT.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        let mut file = kept.try_clone()?;
+        file.set_len(0)?;
+        file.rewind()?;
+        file.write_all(holder.as_bytes())?;
+        return Ok(DeployLock { _file: file });
+    }
     let dir = journal::dir_of(git_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("lock");
@@ -77,6 +93,20 @@ pub(crate) fn acquire(
         .and_then(|()| file.flush())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(DeployLock { _file: file })
+}
+
+impl DeployLock {
+    /// For a push: keeps the lock held after this hook exits, until git
+    /// has finished with the push's refs (see `keeper`), so that a push
+    /// waiting for the lock sees its ref already moved.
+    pub(crate) fn hold_until_git_is_done(&self) -> Result<()> {
+        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.is_none() {
+            keeper::spawn(&self._file)?;
+            *kept = Some(self._file.try_clone()?);
+        }
+        Ok(())
+    }
 }
 
 fn holder_of(file: &mut File) -> String {

@@ -2,5 +2,6 @@
 //! the deploy lock, and the status and log folded from the journal.
 
 pub(crate) mod journal;
+pub(crate) mod keeper;
 pub(crate) mod lock;
 pub(crate) mod status;

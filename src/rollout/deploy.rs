@@ -4,10 +4,11 @@
 //! Preparing (everything that can refuse) is apart from running, so a push
 //! with several refs can be refused as a whole before any host is touched.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
 use crate::gate;
+use crate::policy::Policy;
 use crate::record::journal::Action;
 use crate::rollout::changes;
 use crate::rollout::live;
@@ -34,12 +35,18 @@ pub(crate) struct DeployOptions {
     /// If it changed while the deploy waited for the lock, git will refuse
     /// the update, so nothing may be deployed.
     pub(crate) expect_ref: Option<(String, Option<Oid>)>,
+    /// The server's policy: who is deploying, and which commands may run.
+    pub(crate) policy: Policy,
+    /// Why nothing deploys when `deploy` is false, for the pusher.
+    pub(crate) no_deploy_reason: &'static str,
 }
 
 impl DeployOptions {
-    pub(crate) fn new(action: Action) -> DeployOptions {
+    pub(crate) fn new(action: Action, policy: &Policy) -> DeployOptions {
         DeployOptions {
             action,
+            policy: policy.clone(),
+            no_deploy_reason: "validate-only",
             dry_run: false,
             push_options: Vec::new(),
             also_check: Vec::new(),
@@ -101,6 +108,9 @@ pub(crate) fn prepare_targets<'r>(
     mut opts: DeployOptions,
     ui: &Ui,
 ) -> Result<Prepared<'r>> {
+    // Before anything of the revision runs, its checks included.
+    opts.policy
+        .check_commands(&rev.config, &rev.snapshot.describe())?;
     let mut deployed = Vec::new();
     if !opts.validate_only {
         for t in &targets {
@@ -128,7 +138,10 @@ pub(crate) fn prepare_targets<'r>(
 impl Prepared<'_> {
     pub(crate) fn run(self, repo: &Repository, ui: &Ui) -> Result<()> {
         let Some(plan) = &self.plan else {
-            ui.line("validate-only: nothing deployed");
+            ui.line(format_args!(
+                "{}: nothing deployed",
+                self.opts.no_deploy_reason
+            ));
             return Ok(());
         };
         if self.opts.dry_run {
@@ -138,18 +151,15 @@ impl Prepared<'_> {
                 &plan.rev[..10],
                 self.scope
             ));
-            changes::show(
-                repo,
-                &self.rev,
-                &self.targets,
-                &mut std::io::stdout().lock(),
-            )?;
+            let hosts = changes::compute(repo, &self.rev, &self.targets)?;
+            changes::render(&hosts, &mut std::io::stdout().lock())
+                .context("cannot write to standard output")?;
             plan.show(ui);
             return Ok(());
         }
         let run = RunOptions {
             action: self.opts.action,
-            who: self.rev.config.who(),
+            who: self.opts.policy.who(),
             push_options: self.opts.push_options,
             scope: self.scope,
             expect_ref: self.opts.expect_ref,

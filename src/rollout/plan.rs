@@ -55,8 +55,15 @@ impl Plan {
 
     /// `--dry-run`: every host and command, nothing run.
     pub(crate) fn show(&self, ui: &Ui) {
+        for line in self.lines() {
+            ui.line(line);
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
         for stage in &self.stages {
-            ui.line(format_args!(
+            out.push(format!(
                 "group {}: {} host{}, {}",
                 stage.group,
                 stage.hosts.len(),
@@ -66,7 +73,7 @@ impl Plan {
             for job in &stage.hosts {
                 for s in &job.services {
                     for step in &s.steps {
-                        ui.line(format_args!(
+                        out.push(format!(
                             "  [{}] {} {}: {}",
                             job.host,
                             s.service,
@@ -77,6 +84,7 @@ impl Plan {
                 }
             }
         }
+        out
     }
 }
 
@@ -177,4 +185,60 @@ pub(crate) fn host_job(
         host: host.to_string(),
         services,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(role: &'static str, argv: &[&str]) -> Step {
+        Step {
+            role,
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_dry_run_shows_each_command_as_it_could_be_retyped() {
+        let plan = Plan {
+            rev: "0".repeat(40),
+            stages: vec![Stage {
+                group: "farm".into(),
+                rollout: RolloutSpec::from_raw(
+                    crate::config::rollout::Strategy::HostByHost,
+                    Some(2),
+                    None,
+                    None,
+                    None,
+                )
+                .unwrap(),
+                hosts: vec![HostJob {
+                    group: "farm".into(),
+                    host: "server01".into(),
+                    services: vec![ServiceJob {
+                        service: "sshd".into(),
+                        version: "9.2".into(),
+                        steps: vec![
+                            step(
+                                "deploy",
+                                &["rsync", "-a", "/tmp/w/x/", "server01:/etc/ssh/"],
+                            ),
+                            step("reload", &["sh", "-c", "reload ssh && echo 'done'"]),
+                        ],
+                        timeout: Duration::from_secs(60),
+                        health_wait: Duration::from_secs(10),
+                    }],
+                }],
+            }],
+        };
+        assert_eq!(plan.host_count(), 1);
+        assert_eq!(
+            plan.lines(),
+            [
+                "group farm: 1 host, 2 at a time",
+                "  [server01] sshd deploy: rsync -a /tmp/w/x/ server01:/etc/ssh/",
+                r#"  [server01] sshd reload: sh -c 'reload ssh && echo '\''done'\'''"#,
+            ]
+        );
+    }
 }

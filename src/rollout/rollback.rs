@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
 use crate::error::Failed;
+use crate::policy::{Policy, bounds};
 use crate::record::journal::{self, Action};
 use crate::rollout::deploy::{self, DeployOptions};
 use crate::rollout::scope::{Scope, Target};
@@ -23,19 +24,32 @@ pub(crate) struct RollbackOptions {
 }
 
 pub(crate) fn rollback(repo: &Repository, opts: RollbackOptions, ui: &Ui) -> Result<()> {
+    let policy = Policy::load(repo)?;
+    if opts.scope != Scope::Default {
+        policy.require_widen(&format!("rollback of {}", opts.scope))?;
+    }
     let deploy_opts = || DeployOptions {
         dry_run: opts.dry_run,
-        ..DeployOptions::new(Action::Rollback)
+        ..DeployOptions::new(Action::Rollback, &policy)
     };
     if let Some(to) = &opts.to {
         let commit = repo::resolve(repo, to)?;
+        let id = commit.id();
         let rev = Revision::load(Snapshot::of_commit(repo, commit)?)
             .with_context(|| format!("cannot roll back to `{to}`"))?;
+        bounds::require_merged(repo, &policy, id, &format!("rollback to `{to}`"))?;
         return deploy::deploy(repo, rev, &opts.scope, deploy_opts(), ui);
     }
     // Which hosts are in scope is the current inventory's business; where
     // each goes back to is the journal's.
-    let current = Revision::load(Snapshot::of_commit(repo, branch_tip(repo)?)?)?;
+    let Some(tip) = bounds::tip(repo, &policy)? else {
+        return Err(Failed(format!(
+            "the deploy branch {} has no commits yet: nothing to roll back",
+            policy.branch
+        ))
+        .into());
+    };
+    let current = Revision::load(Snapshot::of_commit(repo, repo.find_commit(tip)?)?)?;
     let targets = opts.scope.resolve(&current.config)?;
     let history = journal::read(repo.path())?;
     let mut by_rev: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -107,20 +121,4 @@ fn targets_in(old: &Revision<'_>, hosts: &[String], ui: &Ui) -> Vec<Target> {
         }
     }
     targets
-}
-
-/// The deploy branch's tip, as the repository's HEAD names it.
-fn branch_tip(repo: &Repository) -> Result<git2::Commit<'_>> {
-    let head = repo
-        .head()
-        .context("the repository has no HEAD branch yet (nothing pushed?)")?;
-    let commit = head
-        .peel_to_commit()
-        .context("HEAD does not point at a commit")?;
-    let rev = Revision::load(Snapshot::of_commit(repo, commit.clone())?)?;
-    match repo.find_reference(&rev.config.branch_ref()) {
-        Ok(r) => Ok(r.peel_to_commit()?),
-        Err(_) if head.name().ok() == Some(rev.config.branch_ref().as_str()) => Ok(commit),
-        Err(_) => bail!("the deploy branch {} does not exist", rev.config.branch),
-    }
 }

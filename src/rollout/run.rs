@@ -51,7 +51,12 @@ pub(crate) fn run(
         journal::now(),
         std::process::id()
     );
-    let _lock = lock::acquire(repo.path(), &holder, config.lock_wait, config.heartbeat, ui)?;
+    let deploy_lock = lock::acquire(repo.path(), &holder, config.lock_wait, config.heartbeat, ui)?;
+    if opts.expect_ref.is_some() {
+        // A push: git moves the ref after this hook; until then no other
+        // push may deploy.
+        deploy_lock.hold_until_git_is_done()?;
+    }
     refuse_if_moved(repo, &opts.expect_ref)?;
     // Read before this run writes, so "previous revision" means before it.
     let history = journal::read(repo.path())?;

@@ -200,3 +200,113 @@ fn find_dirs(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use git2::{Oid, Repository, Signature};
+
+    const CONFIG: &str = r#"
+default_group = "canary"
+[services.sshd]
+source = "files/sshd/{version}"
+check = ["true"]
+deploy = ["true"]
+[services.nginx]
+source = "files/nginx/{nginx_version}"
+check = ["true"]
+deploy = ["true"]
+[groups.canary]
+hosts = ["a"]
+vars = { version = "9.6", nginx_version = "1.22" }
+"#;
+
+    /// Commits `files` (path, content) on top of `parent` in a bare
+    /// in-memory-ish repository: blobs and trees written with git2.
+    fn commit(repo: &Repository, parent: Option<Oid>, files: &[(&str, &str)]) -> Oid {
+        let mut index = git2::Index::new().unwrap();
+        if let Some(p) = parent {
+            index
+                .read_tree(&repo.find_commit(p).unwrap().tree().unwrap())
+                .unwrap();
+        }
+        for (path, content) in files {
+            let blob = repo.blob(content.as_bytes()).unwrap();
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                file_size: content.len() as u32,
+                id: blob,
+                flags: 0,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            };
+            index.add(&entry).unwrap();
+        }
+        let tree = repo.find_tree(index.write_tree_to(repo).unwrap()).unwrap();
+        let sig = Signature::new("t", "t@example.test", &git2::Time::new(0, 0)).unwrap();
+        let parents: Vec<git2::Commit<'_>> = parent
+            .map(|p| repo.find_commit(p).unwrap())
+            .into_iter()
+            .collect();
+        let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        repo.commit(None, &sig, &sig, "c", &tree, &refs).unwrap()
+    }
+
+    fn load(repo: &Repository, id: Oid) -> Revision<'_> {
+        Revision::load(Snapshot::of_commit(repo, repo.find_commit(id).unwrap()).unwrap()).unwrap()
+    }
+
+    fn changed(repo: &Repository, new: Oid, base: Option<Oid>) -> Vec<String> {
+        let base = base.map(|b| load(repo, b));
+        load(repo, new)
+            .changed_since(base.as_ref())
+            .unwrap()
+            .into_iter()
+            .map(|d| d.path)
+            .collect()
+    }
+
+    #[test]
+    fn only_directories_whose_content_changed_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let a = commit(
+            &repo,
+            None,
+            &[
+                ("rollgate.toml", CONFIG),
+                ("files/sshd/9.2/sshd_config", "Port 22\n"),
+                ("files/sshd/9.6/sshd_config", "Port 22\n"),
+                ("files/nginx/1.22/nginx.conf", "events {}\n"),
+                ("README", "hello\n"),
+            ],
+        );
+        // No base (a first push): everything.
+        assert_eq!(
+            changed(&repo, a, None),
+            ["files/nginx/1.22", "files/sshd/9.2", "files/sshd/9.6"]
+        );
+        // A file deep inside one directory: that directory only.
+        let b = commit(&repo, Some(a), &[("files/sshd/9.2/sub/x.conf", "y\n")]);
+        assert_eq!(changed(&repo, b, Some(a)), ["files/sshd/9.2"]);
+        // Outside every config directory: nothing.
+        let c = commit(&repo, Some(b), &[("README", "changed\n")]);
+        assert!(changed(&repo, c, Some(b)).is_empty());
+        // rollgate.toml itself: every command may differ, so everything.
+        let d = commit(
+            &repo,
+            Some(c),
+            &[(
+                "rollgate.toml",
+                &CONFIG.replace("check = [\"true\"]", "check = [\"/bin/true\"]"),
+            )],
+        );
+        assert_eq!(changed(&repo, d, Some(c)).len(), 3);
+    }
+}

@@ -87,7 +87,7 @@ impl Spec {
     }
 
     pub fn render(&self, env: &Env, hosts: &Path) -> String {
-        let mut t = String::from("branch = \"main\"\n");
+        let mut t = String::new();
         if let Some(g) = &self.default_group {
             t += &format!("default_group = {}\n", q(g));
         }

@@ -78,3 +78,45 @@ fn top_level_help_names_the_push_options_and_exit_codes() {
         assert!(out.stdout.contains(code), "missing {code}\n{}", out.stdout);
     }
 }
+
+/// The completion scripts must at least be valid shell for the shells that
+/// can check it here, and name the commands.
+#[test]
+fn completions_are_valid_scripts() {
+    let env = Env::new();
+    let out = env.rollgate(&["completions", "bash"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("rollback"), "{}", out.stdout);
+    let script = env.root().join("rollgate.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let mut check = env.command("bash");
+    check.arg("-n").arg(&script);
+    env.run(check).assert_ok();
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = env.rollgate(&["completions", shell]);
+        out.assert_ok();
+        assert!(out.stdout.contains("deploy"), "{shell}\n{}", out.stdout);
+    }
+    env.rollgate(&["completions", "tcsh"])
+        .assert_code(2)
+        .assert_contains("tcsh");
+}
+
+/// `man` prints rollgate(1); `man --dir` writes a page per command, which
+/// is what a package installs.
+#[test]
+fn man_pages_cover_every_command() {
+    let env = Env::new();
+    let out = env.rollgate(&["man"]);
+    out.assert_ok();
+    assert!(out.stdout.contains(".TH rollgate 1"), "{}", out.stdout);
+    let dir = env.root().join("man");
+    env.rollgate(&["man", "--dir", dir.to_str().unwrap()])
+        .assert_ok();
+    let help = env.rollgate(&["--help"]);
+    for sub in subcommands(&help.stdout) {
+        let page = dir.join(format!("rollgate-{sub}.1"));
+        assert!(page.is_file(), "no {}", page.display());
+    }
+    assert!(dir.join("rollgate.1").is_file());
+}

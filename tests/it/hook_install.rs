@@ -275,3 +275,54 @@ fn uninstall_leaves_a_foreign_hook_alone() {
     assert_eq!(fs::read_to_string(&hook).unwrap(), FOREIGN_HOOK);
     env.assert_tmp_empty();
 }
+
+/// `hook install --pre-push` in a clone checks exactly what is pushed: a
+/// broken HEAD is stopped before git sends anything, a good older commit
+/// pushed from the same clone passes, a deletion is not checked, and the
+/// hook refuses to go into a bare repository.
+#[test]
+fn pre_push_checks_exactly_the_commits_being_pushed() {
+    let env = Env::new();
+    let good = env.pushed_infra();
+    let work = env.work();
+    let work_str = path_str(&work);
+    env.rollgate(&["hook", "install", "--pre-push", "--repo", work_str])
+        .assert_ok()
+        .assert_contains("pre-push");
+    env.append(SSHD_92, "NoSuchOption yes");
+    let broken = env.commit("broken");
+
+    // HEAD is broken: the client-side hook says so, and the server never
+    // sees the commit (its pre-receive would have printed `remote:` lines).
+    let out = env.push(&[]);
+    out.assert_failed()
+        .assert_contains("Bad configuration option")
+        .assert_contains("failed to push")
+        .assert_lacks("remote:");
+    assert_eq!(env.remote_ref("refs/heads/main").as_deref(), Some(&*good));
+
+    // The good older commit, pushed from the broken clone to a side branch:
+    // checked as itself, not as HEAD.
+    let out = env.git_push(&["origin", &format!("{good}:refs/heads/side")]);
+    out.assert_ok().assert_lacks("Bad configuration option");
+    assert_eq!(env.remote_ref("refs/heads/side").as_deref(), Some(&*good));
+
+    // Deleting a ref sends no commit: nothing to check, even from here.
+    env.git_push(&["origin", ":refs/heads/side"]).assert_ok();
+    assert_eq!(env.remote_ref("refs/heads/side"), None);
+
+    // Uninstalled, the broken commit reaches the server, which refuses it.
+    env.rollgate(&["hook", "uninstall", "--pre-push", "--repo", work_str])
+        .assert_ok();
+    assert!(!work.join(".git/hooks/pre-push").exists());
+    let out = env.push(&[]);
+    out.assert_failed().assert_contains("remote:");
+    assert_ne!(env.remote_ref("refs/heads/main").as_deref(), Some(&*broken));
+
+    let remote = env.remote();
+    env.rollgate(&["hook", "install", "--pre-push", "--repo", path_str(&remote)])
+        .assert_code(2)
+        .assert_contains("bare repository")
+        .assert_contains("hint:");
+    env.assert_tmp_empty();
+}

@@ -180,7 +180,7 @@ fn snapshot_broken_rollgate_toml_rejection() {
     env.assert_tmp_empty();
 }
 
-/// `branch` defaults to `main`: a repository whose very first push carries
+/// The policy's `branch` defaults to `main`: a repository whose very first push carries
 /// an unparsable rollgate.toml must not get it onto the deploy branch.
 #[test]
 fn broken_rollgate_toml_on_the_first_push_is_rejected() {
@@ -415,12 +415,19 @@ fn non_deploy_branch_with_a_broken_config_passes_untouched() {
 }
 
 #[test]
-fn the_deploy_branch_is_the_one_rollgate_toml_names() {
+fn the_deploy_branch_is_the_one_the_servers_policy_names() {
     let env = Env::new();
-    env.bare_repo();
+    let remote = env.bare_repo();
+    let policy = remote.join("rollgate/policy.toml");
+    let text = std::fs::read_to_string(&policy).expect("hook install wrote the policy");
+    assert!(text.contains("branch = \"main\""), "{text}");
+    std::fs::write(
+        &policy,
+        text.replace("branch = \"main\"", "branch = \"prod\""),
+    )
+    .unwrap();
     env.clone_repo();
     env.write_infra();
-    env.replace("rollgate.toml", r#"branch = "main""#, r#"branch = "prod""#);
     env.append(SSHD_92, "NoSuchOption yes");
     let id = env.commit("broken, on a repository that deploys from prod");
 
@@ -429,7 +436,7 @@ fn the_deploy_branch_is_the_one_rollgate_toml_names() {
 
     to_main
         .assert_ok()
-        .assert_contains("passed untouched")
+        .assert_contains("not the deploy branch (prod), passed untouched")
         .assert_lacks("FAILED");
     assert_eq!(env.remote_ref(MAIN).as_deref(), Some(id.as_str()));
     to_prod

@@ -9,9 +9,11 @@
 mod support;
 
 mod fleet;
+mod git_checks;
 mod help;
 mod hook_install;
 mod hook_validate;
+mod policy;
 mod rollback;
 mod rollout;
 mod servers;

@@ -94,7 +94,7 @@ impl World {
 
     /// [`World::toml`] with another deploy command.
     fn toml_deploying(&self, groups: &[(&str, &[&str], &str)], deploy: &[&str]) -> String {
-        let mut t = String::from("branch = \"main\"\ndefault_group = \"canary\"\n");
+        let mut t = String::from("default_group = \"canary\"\n");
         t += &self.top;
         t += "\n";
         t += "[services.sshd]\nsource = \"files/sshd/{version}\"\n";
@@ -628,6 +628,17 @@ fn unknown_or_invalid_revisions_are_refused_naming_them_and_touch_nothing() {
         "a side-branch push wrote the journal"
     );
 
+    // Neither is on main: the server's policy refuses them before their
+    // checks run (nothing of an unmerged revision runs).
+    let out = w.rg(&["rollback", "--to", &bad_sshd, "--group", "canary"]);
+    out.assert_code(1)
+        .assert_contains("is not on the deploy branch main")
+        .assert_lacks("PermitRootLogn");
+    // The rest is about the gate itself: let unmerged revisions reach it.
+    let policy = w.remote().join("rollgate/policy.toml");
+    let text = fs::read_to_string(&policy).unwrap();
+    fs::write(&policy, text.replace("unmerged = false", "unmerged = true")).unwrap();
+
     // Does not resolve: a usage error (2).
     let out = w.rg(&["rollback", "--to", "nope", "--group", "canary"]);
     out.assert_code(2);
@@ -883,6 +894,44 @@ fn plan_shows_per_host_what_runs_now_and_a_diff_against_the_revision() {
 
     assert_eq!(w.all_trees(), hosts_before, "plan touched a host");
     assert_eq!(w.journal_bytes(), journal_before, "plan wrote the journal");
+}
+
+/// `plan --json` carries what the text shows, per host and service, for
+/// scripts and review bots: the kind of change, both revisions, the diff.
+#[test]
+fn plan_json_gives_the_same_facts_as_data() {
+    let w = World::new();
+    let (r1, _r2, r3) = w.three_revisions();
+    let out = w.rg(&["plan", "--rev", &r1, "--all", "--json"]);
+    out.assert_ok();
+    let hosts: Vec<serde_json::Value> =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON: {e}\n{out}"));
+    let host = |name: &str| {
+        hosts
+            .iter()
+            .find(|h| h["host"] == name)
+            .unwrap_or_else(|| panic!("no {name} in\n{out}"))
+    };
+    let canary = &host("server04")["services"][0];
+    assert_eq!(canary["change"], "changed", "{out}");
+    assert_eq!(canary["now"], r3.as_str());
+    assert_eq!(canary["rev"], r1.as_str());
+    assert!(
+        canary["diff"]
+            .as_str()
+            .unwrap_or("")
+            .contains("+ClientAliveInterval 300"),
+        "{out}"
+    );
+    for h in FARM {
+        assert_eq!(host(h)["group"], "farm");
+        assert_eq!(host(h)["services"][0]["change"], "new", "{out}");
+        assert!(host(h)["services"][0]["now"].is_null());
+    }
+    let out = w.rg(&["plan", "--rev", &r3, "--group", "canary", "--json"]);
+    let hosts: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(hosts[0]["services"][0]["change"], "current", "{out}");
+    assert_eq!(hosts[0]["services"][0]["diff"], "");
 }
 
 #[test]

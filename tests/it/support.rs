@@ -665,7 +665,7 @@ pub const NGINX_CONF: &str = "files/nginx/1.22/nginx.conf";
 /// `@HOST_KEY@` becomes the test's throwaway key. No HostKey line is in the
 /// sshd_config files themselves: `sshd -t` would load the server's own key.
 const INFRA_TOML: &str = r#"# An infrastructure repository, after examples/infra.
-branch = "main"
+# (The deploy branch is the server's: rollgate/policy.toml in the bare repository.)
 default_group = "canary"          # a plain `git push` deploys here and nowhere else
 
 [services.sshd]
