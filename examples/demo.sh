@@ -10,7 +10,7 @@ top=$(cd "$here/.." && pwd)
 
 bash "$top/.ci/install-deps"
 cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml"
-rollgate="$top/target/release/rollgate"
+rollgate="${CARGO_TARGET_DIR:-$top/target}/release/rollgate"
 
 demo=$(mktemp -d "${TMPDIR:-/tmp}/rollgate-demo.XXXXXX")
 if [ "${1:-}" = "--clean" ]; then trap 'rm -rf "$demo"' EXIT; fi
@@ -50,7 +50,8 @@ lock_wait = "30s"
 
 [services.sshd]
 source = "files/sshd/{version}"
-check = ["/usr/sbin/sshd", "-t", "-f", "{dir}/sshd_config", "-o", "HostKey=/etc/ssh/ssh_host_ed25519_key"]
+target = "/etc/ssh"
+check = ["sh", "-c", "ssh-keygen -q -t ed25519 -N '' -f /tmp/hk && exec /usr/sbin/sshd -t -f \"\$1\" -o HostKey=/tmp/hk", "sh", "{dir}/sshd_config"]
 deploy = ["rsync", "-a", "--checksum", "--delete", "--mkpath", "{dir}/", "{root}/{host}/etc/ssh/"]
 # A host cannot run a revision while it has a file named BROKEN-<revision>.
 health = ["test", "!", "-e", "{root}/{host}/BROKEN-{rev}"]
@@ -58,8 +59,9 @@ health_wait = "1s"
 
 [services.nginx]
 source = "files/nginx/{nginx_version}"
-check = ["/usr/sbin/nginx", "-t", "-q", "-e", "stderr", "-p", "{dir}/", "-c", "{dir}/nginx.conf"]
-deploy = ["rsync", "-a", "--checksum", "--delete", "--mkpath", "--exclude", "*_temp", "--exclude", "nginx.pid", "{dir}/", "{root}/{host}/etc/nginx/"]
+target = "/etc/nginx"
+check = ["/usr/sbin/nginx", "-t", "-q", "-e", "stderr", "-c", "{dir}/nginx.conf"]
+deploy = ["rsync", "-a", "--checksum", "--delete", "--mkpath", "{dir}/", "{root}/{host}/etc/nginx/"]
 
 [groups.canary]
 hosts = ["server04"]

@@ -77,6 +77,27 @@ impl std::error::Error for Failure {}
 
 /// Runs `argv` in `cwd`, waiting at most `timeout`.
 pub(crate) fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Finished, Failure> {
+    run_with_env(argv, cwd, timeout, None)
+}
+
+/// `run`, but with exactly `env` as the command's environment (nothing of
+/// rollgate's own, nor of the client's) and the program looked up on its
+/// `PATH`. Checks run this way (see `gate::sandbox`).
+pub(crate) fn run_in_env(
+    argv: &[String],
+    cwd: &Path,
+    timeout: Duration,
+    env: &[(String, String)],
+) -> Result<Finished, Failure> {
+    run_with_env(argv, cwd, timeout, Some(env))
+}
+
+fn run_with_env(
+    argv: &[String],
+    cwd: &Path,
+    timeout: Duration,
+    env: Option<&[(String, String)]>,
+) -> Result<Finished, Failure> {
     let program = argv[0].clone();
     // duct replaces the child's whole environment, and with that std only
     // takes its cheap posix_spawn path for a program given as a path: a bare
@@ -84,9 +105,13 @@ pub(crate) fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Fini
     // which dominates a large fan-out. A name not on PATH is left as it is,
     // so spawning it fails as "not found"; a path (relative to `cwd`) is
     // left alone too.
-    let path = match program.contains('/') {
-        true => program.clone().into(),
-        false => which::which(&program).unwrap_or_else(|_| program.clone().into()),
+    let search = env.and_then(|env| env.iter().find(|(k, _)| k == "PATH"));
+    let path = match (program.contains('/'), search) {
+        (true, _) => program.clone().into(),
+        (false, Some((_, dirs))) => {
+            which::which_in(&program, Some(dirs), cwd).unwrap_or_else(|_| program.clone().into())
+        }
+        (false, None) => which::which(&program).unwrap_or_else(|_| program.clone().into()),
     };
     let mut expr = duct::cmd(path, &argv[1..])
         .dir(cwd)
@@ -104,6 +129,9 @@ pub(crate) fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Fini
     // command that runs git would otherwise act on this repository.
     for name in git_env_names() {
         expr = expr.env_remove(name);
+    }
+    if let Some(env) = env {
+        expr = expr.full_env(env.iter().cloned());
     }
     crate::ui::debug(format_args!(
         "run {argv:?} in {} (timeout {})",

@@ -54,6 +54,9 @@ struct RawService {
     timeout: Duration,
     #[serde(default = "default_health_wait", with = "humantime_serde")]
     health_wait: Duration,
+    target: Option<String>,
+    #[serde(default)]
+    strict: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +128,13 @@ pub(crate) struct Service {
     pub(crate) disarm: Option<Vec<Template>>,
     pub(crate) timeout: Duration,
     pub(crate) health_wait: Duration,
+    /// Where the directory lives on a host (e.g. `/etc/ssh`): the check's
+    /// sandbox shows the pushed directory there too, so absolute includes
+    /// resolve into the pushed files, not the git server's.
+    pub(crate) target: Option<String>,
+    /// Any output from a check that exits 0 fails it (for checkers such as
+    /// `systemd-analyze verify` that only warn).
+    pub(crate) strict: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -347,6 +357,9 @@ impl Service {
         if s.timeout.is_zero() {
             bail!("timeout: must be more than 0s");
         }
+        if let Some(target) = &s.target {
+            check_target(target).context("target")?;
+        }
         Ok(Service {
             name: name.to_string(),
             source,
@@ -359,6 +372,8 @@ impl Service {
             disarm,
             timeout: s.timeout,
             health_wait: s.health_wait,
+            target: s.target,
+            strict: s.strict,
         })
     }
 
@@ -443,6 +458,25 @@ fn parse_source(raw: &str) -> Result<Vec<Template>> {
         parts.push(t);
     }
     Ok(parts)
+}
+
+/// A host path the check sandbox mounts the pushed directory on: absolute,
+/// plain components only, and not `/` itself (that would hide the system).
+fn check_target(target: &str) -> Result<()> {
+    if !target.starts_with('/') {
+        bail!("`{target}` must be an absolute path, e.g. \"/etc/ssh\"");
+    }
+    let components: Vec<&str> = target.trim_end_matches('/').split('/').skip(1).collect();
+    if components.is_empty() || components == [""] {
+        bail!("`{target}`: the root directory cannot be a target");
+    }
+    if components
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == "..")
+    {
+        bail!("`{target}`: empty, `.` and `..` components are not allowed");
+    }
+    Ok(())
 }
 
 fn parse_argv(argv: &[String]) -> Result<Vec<Template>> {
@@ -575,6 +609,31 @@ batch = 20
     fn host_in_two_groups_is_refused() {
         let e = err(&GOOD.replace("\"server01\"", "\"server04\""));
         assert!(e.contains("server04") && e.contains("canary"), "{e}");
+    }
+
+    #[test]
+    fn target_must_be_absolute_and_plain() {
+        let with = |t: &str| GOOD.replace("deploy = [", &format!("target = {t:?}\ndeploy = ["));
+        let c = Config::parse(&with("/etc/ssh"), "x").unwrap();
+        assert_eq!(c.services[0].target.as_deref(), Some("/etc/ssh"));
+        for bad in ["etc/ssh", "/etc/../root", "/etc//ssh", "/", "/etc/./ssh"] {
+            let e = err(&with(bad));
+            assert!(
+                e.contains("services.sshd") && e.contains("target"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn strict_defaults_to_off() {
+        let c = Config::parse(GOOD, "x").unwrap();
+        assert!(!c.services[0].strict);
+        let c = Config::parse(
+            &GOOD.replace("deploy = [", "strict = true\ndeploy = ["),
+            "x",
+        );
+        assert!(c.unwrap().services[0].strict);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 
 use crate::config::Config;
 use crate::config::placeholders::Values;
-use crate::process;
+use crate::error::Failed;
+use crate::gate::sandbox::{self, Runner};
 use crate::source::revision::ConfigDir;
 use crate::source::worktree::Worktree;
 use crate::ui::{Ui, seconds};
@@ -32,18 +33,26 @@ pub(crate) struct CheckFailure {
 }
 
 /// Checks `dirs` (already written into `worktree`) and returns whether all
-/// passed. `rev` is what `{rev}` stands for.
+/// passed. `rev` is what `{rev}` stands for; `git_dir` holds the server's
+/// policy (whether checks run in the sandbox).
 pub(crate) fn check_dirs(
     config: &Config,
     dirs: &[ConfigDir],
     worktree: &Worktree,
     rev: &str,
+    git_dir: Option<&Path>,
     ui: &Ui,
 ) -> Result<bool> {
     if dirs.is_empty() {
         ui.line("no config directory changed: nothing to check");
         return Ok(true);
     }
+    let runner = Runner::new(git_dir, worktree).map_err(|e| {
+        let msg = format!("{e:#}");
+        ui.line(format_args!("  FAILED {msg}"));
+        anyhow::Error::new(Failed(msg))
+    })?;
+    let runner = &runner;
     let started = Instant::now();
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -59,7 +68,7 @@ pub(crate) fn check_dirs(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(dir) = dirs.get(i) else { break };
-                    let result = check_one(config, dir, worktree, rev);
+                    let result = check_one(config, dir, worktree, rev, runner);
                     if tx.send(result).is_err() {
                         break;
                     }
@@ -72,7 +81,7 @@ pub(crate) fn check_dirs(
             if !result.failures.is_empty() {
                 failed += 1;
             }
-            show(ui, &result);
+            show(ui, &result, runner.sandboxed());
         }
         Ok(())
     })?;
@@ -90,17 +99,18 @@ pub(crate) fn check_dirs(
     Ok(failed == 0)
 }
 
-fn show(ui: &Ui, r: &CheckResult) {
+fn show(ui: &Ui, r: &CheckResult, sandboxed: bool) {
     let verdict = if r.failures.is_empty() {
         "ok"
     } else {
         "FAILED"
     };
     ui.line(format_args!(
-        "  {verdict:<6} {}  ({})  {}",
+        "  {verdict:<6} {}  ({})  {}{}",
         r.dir.label(),
         r.dir.path,
-        seconds(r.duration)
+        seconds(r.duration),
+        if sandboxed { "" } else { "  unsandboxed" }
     ));
     for f in &r.failures {
         match &f.file {
@@ -119,6 +129,7 @@ fn check_one(
     dir: &ConfigDir,
     worktree: &Worktree,
     rev: &str,
+    runner: &Runner,
 ) -> Result<CheckResult> {
     let service = config.service_named(&dir.service)?;
     let started = Instant::now();
@@ -148,15 +159,29 @@ fn check_one(
             .map(|t| t.render(&lookup))
             .collect::<Result<_>>()
             .with_context(|| format!("services.{}.check", service.name))?;
-        match process::run(&argv, worktree.root(), service.timeout) {
+        let target = service.target.as_deref();
+        let shown =
+            |text: &str| sandbox::target_to_repo(&worktree.relativize(text), target, &dir.path);
+        match runner.run(&argv, &abs_dir, target, service.timeout) {
+            Ok(done) if !done.output.trim().is_empty() && service.strict => {
+                failures.push(CheckFailure {
+                    file: concerned_file(&argv, &abs_dir).map(|f| worktree.relativize(&f)),
+                    error: format!(
+                        "`{}` exited 0 but printed output, which fails a strict service \
+                         (strict = true)",
+                        argv[0]
+                    ),
+                    output: shown(&done.output),
+                });
+            }
             Ok(done) if !done.output.trim().is_empty() => {
-                warnings.push(worktree.relativize(&done.output));
+                warnings.push(shown(&done.output));
             }
             Ok(_) => {}
             Err(failure) => failures.push(CheckFailure {
                 file: concerned_file(&argv, &abs_dir).map(|f| worktree.relativize(&f)),
                 error: worktree.relativize(&failure.to_string()),
-                output: worktree.relativize(failure.output()),
+                output: shown(failure.output()),
             }),
         }
     }

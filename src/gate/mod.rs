@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use git2::Repository;
 
 pub(crate) mod check;
+pub(crate) mod sandbox;
 use crate::error::Failed;
 use crate::source::repo::Snapshot;
 use crate::source::revision::{ConfigDir, Revision};
@@ -47,10 +48,27 @@ pub(crate) fn gate(
         .commit_id()
         .map(|id| id.to_string())
         .unwrap_or_else(|| "WORKTREE".into());
-    if !check::check_dirs(&rev.config, to_check, &worktree, &rev_id, ui)? {
+    let git_dir = git_dir(&rev.snapshot);
+    if !check::check_dirs(
+        &rev.config,
+        to_check,
+        &worktree,
+        &rev_id,
+        git_dir.as_deref(),
+        ui,
+    )? {
         return Err(Failed(format!("validation failed at {}", rev.snapshot.describe())).into());
     }
     Ok(worktree)
+}
+
+/// The repository whose server policy governs checks of `snapshot`: the
+/// bare repository a push goes to, or a clone's own `.git`.
+fn git_dir(snapshot: &Snapshot<'_>) -> Option<std::path::PathBuf> {
+    match snapshot {
+        Snapshot::Commit { repo, .. } => Some(repo.path().to_path_buf()),
+        Snapshot::Workdir { root } => Repository::open(root).ok().map(|r| r.path().to_path_buf()),
+    }
 }
 
 /// `to_check` plus anything in `more` not already in it, keeping order.

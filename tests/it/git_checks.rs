@@ -106,8 +106,8 @@ fn an_update_hook_refusing_a_ref_rejects_the_push_before_any_host_is_touched() {
     assert_eq!(trees(&f), before, "a host changed\n{out}");
     assert_eq!(f.runs().len(), 1, "{:#?}", f.runs());
 
-    // Nor refs/deploy/all.
-    let out = push_as_user(&f, "erin", &["origin", &format!("{b}:refs/deploy/all")]);
+    // Nor refs/deploy/all (of main's tip, which the policy would deploy).
+    let out = push_as_user(&f, "erin", &["origin", &format!("{a}:refs/deploy/all")]);
     out.assert_code(1)
         .assert_contains("FATAL: W refs/deploy/all infra erin DENIED by fallthru");
     assert_eq!(f.env.remote_ref("refs/deploy/all"), None);
@@ -132,12 +132,17 @@ fn an_update_hook_refusing_a_ref_rejects_the_push_before_any_host_is_touched() {
     // untouched leaves it to git alone.
     let log = fs::read_to_string(f.env.remote().join("update.log")).unwrap();
     let zeros = "0".repeat(40);
-    let line = |refname: &str, old: &str, user: &str| {
-        format!("{refname} {old} {b} user={user} options=unset stdin=/dev/null")
+    let line_to = |refname: &str, old: &str, new: &str, user: &str| {
+        format!("{refname} {old} {new} user={user} options=unset stdin=/dev/null")
     };
+    let line = |refname: &str, old: &str, user: &str| line_to(refname, old, &b, user);
     let count = |l: &str| log.lines().filter(|x| *x == l).count();
     assert_eq!(count(&line(MAIN, &a, "erin")), 1, "{log}");
-    assert_eq!(count(&line("refs/deploy/all", &zeros, "erin")), 1, "{log}");
+    assert_eq!(
+        count(&line_to("refs/deploy/all", &zeros, &a, "erin")),
+        1,
+        "{log}"
+    );
     assert_eq!(count(&line("refs/heads/dev/x", &zeros, "erin")), 1, "{log}");
     assert_eq!(count(&line(MAIN, &a, "alice")), 2, "{log}");
     assert_eq!(log.lines().count(), 5, "{log}");
@@ -393,16 +398,20 @@ fn a_push_deploying_two_refs_takes_the_lock_once() {
     let f = Fleet::new();
     let mut spec = Spec::standard();
     spec.top.push("lock_wait = \"3s\"".into());
-    f.start(&spec);
+    let a = f.start(&spec);
     let b = f.change("b");
 
-    let out = f.env.git_push(&["origin", "main", "main:refs/deploy/farm"]);
+    // The deploy ref takes a revision main already holds: the policy lets
+    // refs/deploy/NAME deploy only those (main may still be refused).
+    let out = f
+        .env
+        .git_push(&["origin", "main", &format!("{a}:refs/deploy/farm")]);
     f.assert_landed(&out, &b);
     out.assert_lacks("waiting");
-    assert_eq!(f.env.remote_ref("refs/deploy/farm").as_deref(), Some(&*b));
+    assert_eq!(f.env.remote_ref("refs/deploy/farm").as_deref(), Some(&*a));
     f.assert_on("server04", &b, SSHD_96);
     for h in FARM {
-        f.assert_on(h, &b, SSHD_92);
+        f.assert_on(h, &a, SSHD_92);
     }
     wait_until("the keeper to end", || keepers(&f).is_empty());
     f.assert_clean();
@@ -504,7 +513,7 @@ fn gitolite_denies_erin_main_and_deploy_all_and_no_host_is_touched() {
         .assert_lacks("deploying");
     assert_eq!(trees(&s.fleet), before, "a host changed\n{out}");
 
-    let out = s.push_as("erin", &[], &[&format!("{b}:refs/deploy/all")]);
+    let out = s.push_as("erin", &[], &[&format!("{a}:refs/deploy/all")]);
     s.assert_refused(&out, "refs/deploy/all", None);
     out.assert_contains("DENIED").assert_lacks("deploying");
     assert_eq!(trees(&s.fleet), before, "a host changed\n{out}");

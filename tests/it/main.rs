@@ -16,6 +16,7 @@ mod hook_validate;
 mod policy;
 mod rollback;
 mod rollout;
+mod sandbox;
 mod servers;
 mod ssh_hosts;
 mod strategies;

@@ -1114,7 +1114,8 @@ fn gitolite_branch_permissions_allow_erin_dev_and_deny_her_main() {
     let out = s.push_as("erin", &[], &["main"]);
     s.assert_refused(&out, MAIN, Some(&a));
     out.assert_contains("DENIED");
-    let out = s.push_as("erin", &[], &["main:refs/deploy/canary"]);
+    // Of a revision the policy would deploy (main's tip): gitolite decides.
+    let out = s.push_as("erin", &[], &[&format!("{a}:refs/deploy/canary")]);
     s.assert_refused(&out, "refs/deploy/canary", None);
     out.assert_contains("DENIED");
 

@@ -332,10 +332,10 @@ impl Env {
         })
     }
 
-    /// The realistic `rollgate.toml` of [`Env::write_infra`], with this
-    /// test's host key, for tests that want to vary it before writing.
+    /// The realistic `rollgate.toml` of [`Env::write_infra`], for tests
+    /// that want to vary it before writing.
     pub fn infra_toml(&self) -> String {
-        INFRA_TOML.replace("@HOST_KEY@", &self.host_key().display().to_string())
+        INFRA_TOML.replace("@SSHD_CHECK@", &self.sshd_check())
     }
 
     /// Writes a realistic config repository into the clone: `sshd` with
@@ -662,21 +662,23 @@ pub const SSHD_92: &str = "files/sshd/9.2/sshd_config";
 pub const SSHD_96: &str = "files/sshd/9.6/sshd_config";
 pub const NGINX_CONF: &str = "files/nginx/1.22/nginx.conf";
 
-/// `@HOST_KEY@` becomes the test's throwaway key. No HostKey line is in the
-/// sshd_config files themselves: `sshd -t` would load the server's own key.
+/// `@SSHD_CHECK@` becomes [`SSHD_CHECK`]. No HostKey line is in the
+/// sshd_config files themselves: `sshd -t` would try the server's own key.
 const INFRA_TOML: &str = r#"# An infrastructure repository, after examples/infra.
 # (The deploy branch is the server's: rollgate/policy.toml in the bare repository.)
 default_group = "canary"          # a plain `git push` deploys here and nowhere else
 
 [services.sshd]
 source = "files/sshd/{version}"
-check = ["/usr/sbin/sshd", "-t", "-f", "{dir}/sshd_config", "-o", "HostKey=@HOST_KEY@"]
+target = "/etc/ssh"
+check = @SSHD_CHECK@
 deploy = ["true"]
 timeout = "60s"
 
 [services.nginx]
 source = "files/nginx/{nginx_version}"
-check = ["/usr/sbin/nginx", "-t", "-q", "-e", "stderr", "-p", "{dir}/", "-c", "{dir}/nginx.conf"]
+target = "/etc/nginx"
+check = ["/usr/sbin/nginx", "-t", "-q", "-e", "stderr", "-c", "{dir}/nginx.conf"]
 deploy = ["true"]
 
 [groups.canary]
@@ -724,10 +726,10 @@ AcceptEnv LANG LC_*
 Subsystem sftp /usr/lib/openssh/sftp-server
 ";
 
-const NGINX_CONFIG: &str = r#"# Checked with `nginx -t -p DIR/ -c DIR/nginx.conf`: relative paths resolve
-# under the prefix, so the check needs nothing from the checking host.
+const NGINX_CONFIG: &str = r#"# Checked with `nginx -t -c DIR/nginx.conf` in the sandbox, which shows DIR
+# at /etc/nginx and has a private /run and /var for the pid and temp files.
 worker_processes auto;
-pid nginx.pid;
+pid /run/nginx.pid;
 error_log stderr;
 
 events {
@@ -740,11 +742,6 @@ http {
     access_log off;
     sendfile on;
     keepalive_timeout 65;
-    client_body_temp_path client_temp;
-    proxy_temp_path proxy_temp;
-    fastcgi_temp_path fastcgi_temp;
-    uwsgi_temp_path uwsgi_temp;
-    scgi_temp_path scgi_temp;
 
     server {
         listen 8080 default_server;
@@ -783,17 +780,15 @@ pub fn argv<S: AsRef<str>>(items: &[S]) -> String {
     )
 }
 
+/// The sshd check of examples/infra: `sshd -t` with a throwaway host key
+/// made in the check sandbox's private /tmp (the server's own key is not
+/// readable there, and must not be). The config path is an argument, not
+/// shell text.
+pub const SSHD_CHECK: &str = r#"["sh", "-c", "ssh-keygen -q -t ed25519 -N '' -f /tmp/hk && exec /usr/sbin/sshd -t -f \"$1\" -o HostKey=/tmp/hk", "sh", "{dir}/sshd_config"]"#;
+
 impl Env {
-    /// The argv of a real `sshd -t` check with this test's throwaway host key.
+    /// The argv (TOML array) of a real `sshd -t` check: [`SSHD_CHECK`].
     pub fn sshd_check(&self) -> String {
-        let host_key = format!("HostKey={}", self.host_key().display());
-        argv(&[
-            "/usr/sbin/sshd",
-            "-t",
-            "-f",
-            "{dir}/sshd_config",
-            "-o",
-            &host_key,
-        ])
+        SSHD_CHECK.to_string()
     }
 }
