@@ -119,7 +119,7 @@ pub(crate) fn prepare_targets<'r>(
     }
     let to_check = gate::union(std::mem::take(&mut opts.also_check), &deployed);
     let worktree = gate::gate(&rev, &to_check, &deployed, "", ui)?;
-    live::warn(&rev, &targets, &opts.changed, ui)?;
+    live::check(&rev, &targets, &opts.changed, &opts, ui)?;
     let plan = if !opts.validate_only {
         Some(plan::build(&rev, &worktree, &targets)?)
     } else {

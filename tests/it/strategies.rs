@@ -1002,5 +1002,43 @@ fn a_push_that_changes_what_hosts_outside_its_scope_run_names_them() {
     let out = f.env.push(&["-o", "all"]);
     f.assert_landed(&out, &g);
     out.assert_lacks("warning:");
+
+    // The server's policy refuses live edits: the same kind of push is
+    // rejected, naming the way forward, and nothing is deployed ...
+    let policy = f.env.remote().join("rollgate/policy.toml");
+    let text = fs::read_to_string(&policy).unwrap();
+    assert!(text.contains("live_edit = \"warn\"\n"), "{text}");
+    fs::write(
+        &policy,
+        text.replace("live_edit = \"warn\"\n", "live_edit = \"refuse\"\n"),
+    )
+    .unwrap();
+    let canary = f.tree("server04");
+    f.env.append(SSHD_92, "# 9.2 edited under refuse");
+    let h = f.env.commit("edit 9.2 under refuse");
+    let out = f.env.push(&[]);
+    f.assert_rejected(&out, Some(&g));
+    f.assert_line(
+        &out,
+        &[
+            "files/sshd/9.2",
+            "group farm (server01, server02, server03)",
+            "live_edit = \"refuse\"",
+        ],
+    );
+    f.assert_line(&out, &["hint:", "new version directory", "-o live-edit"]);
+    assert_eq!(f.tree("server04"), canary, "the canary was deployed\n{out}");
+    let runs = f.runs().len();
+
+    // ... unless it says so with -o live-edit, which the journal keeps.
+    let out = f.env.push(&["-o", "live-edit"]);
+    f.assert_landed(&out, &h);
+    f.assert_line(
+        &out,
+        &["live edit (-o live-edit): files/sshd/9.2", "group farm"],
+    );
+    let all = f.runs();
+    assert_eq!(all.len(), runs + 1);
+    assert_eq!(all[runs].start["options"], serde_json::json!(["live-edit"]));
     f.assert_clean();
 }
