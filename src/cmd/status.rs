@@ -50,7 +50,10 @@ pub(crate) fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
         .to_vec(),
     ];
     for s in &report.items {
-        let mut result = s.result.clone();
+        let mut result = match s.result.as_str() {
+            "armed-revert" => "left to its armed revert".to_string(),
+            other => other.to_string(),
+        };
         if let Some(left) = &s.left {
             result = format!("{result} (left {})", short_str(left));
         }

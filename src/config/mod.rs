@@ -3,6 +3,7 @@
 
 mod model;
 pub(crate) mod placeholders;
+pub(crate) mod rollout;
 pub(crate) mod template;
 
 pub(crate) use model::*;

@@ -12,6 +12,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::config::placeholders::{Builtin, Site};
+use crate::config::rollout::{RawSize, RolloutSpec, Strategy};
 use crate::config::template::Template;
 use crate::error::UserError;
 use crate::ui;
@@ -44,8 +45,11 @@ struct RawService {
     source: String,
     check: Vec<String>,
     deploy: Vec<String>,
+    verify: Option<Vec<String>>,
+    arm: Option<Vec<String>>,
     reload: Option<Vec<String>>,
     health: Option<Vec<String>>,
+    disarm: Option<Vec<String>>,
     #[serde(default = "default_timeout", with = "humantime_serde")]
     timeout: Duration,
     #[serde(default = "default_health_wait", with = "humantime_serde")]
@@ -61,9 +65,14 @@ struct RawGroup {
     hosts: Vec<String>,
     #[serde(default)]
     vars: BTreeMap<String, String>,
-    #[serde(default = "default_batch")]
-    batch: usize,
+    batch: Option<usize>,
     services: Option<Vec<String>>,
+    #[serde(default)]
+    rollout: Strategy,
+    waves: Option<Vec<RawSize>>,
+    #[serde(default, with = "humantime_serde")]
+    bake: Option<Duration>,
+    max_failures: Option<RawSize>,
 }
 
 fn default_lock_wait() -> Duration {
@@ -77,9 +86,6 @@ fn default_timeout() -> Duration {
 }
 fn default_health_wait() -> Duration {
     Duration::from_secs(10)
-}
-fn default_batch() -> usize {
-    1
 }
 
 /// Which hosts a failed rollout puts back on their previous revision.
@@ -113,8 +119,13 @@ pub(crate) struct Service {
     pub(crate) source: Vec<Template>,
     pub(crate) check: Vec<Template>,
     pub(crate) deploy: Vec<Template>,
+    /// Runs once the files are in place, before anything is activated.
+    pub(crate) verify: Option<Vec<Template>>,
+    /// Dead-man's switch: runs before the reload, `disarm` after health.
+    pub(crate) arm: Option<Vec<Template>>,
     pub(crate) reload: Option<Vec<Template>>,
     pub(crate) health: Option<Vec<Template>>,
+    pub(crate) disarm: Option<Vec<Template>>,
     pub(crate) timeout: Duration,
     pub(crate) health_wait: Duration,
     /// Where the directory lives on a host (e.g. `/etc/ssh`): the check's
@@ -131,7 +142,8 @@ pub(crate) struct Group {
     pub(crate) name: String,
     pub(crate) hosts: Vec<String>,
     pub(crate) vars: BTreeMap<String, String>,
-    pub(crate) batch: usize,
+    /// Strategy, waves, bake and failure budget.
+    pub(crate) rollout: RolloutSpec,
     /// The services deployed to this group's hosts, in config order.
     pub(crate) services: Vec<String>,
 }
@@ -181,9 +193,9 @@ impl Config {
             if g.hosts.is_empty() {
                 bail!("groups.{name}.hosts: a group needs at least one host");
             }
-            if g.batch == 0 {
-                bail!("groups.{name}.batch: must be at least 1");
-            }
+            let rollout =
+                RolloutSpec::from_raw(g.rollout, g.batch, g.waves, g.bake, g.max_failures)
+                    .with_context(|| format!("groups.{name}"))?;
             for host in &g.hosts {
                 check_name(host).with_context(|| format!("groups.{name}.hosts: {host:?}"))?;
                 if let Some(other) = seen_hosts.insert(host.clone(), name.clone()) {
@@ -217,7 +229,7 @@ impl Config {
                 name: name.clone(),
                 hosts: g.hosts,
                 vars: g.vars,
-                batch: g.batch,
+                rollout,
                 services: group_services.iter().map(|s| s.name.clone()).collect(),
             };
             for service in group_services {
@@ -317,22 +329,26 @@ impl Service {
             }
         }
         let deploy = parse_argv(&s.deploy).context("deploy")?;
-        let reload = s
-            .reload
-            .as_deref()
-            .map(parse_argv)
-            .transpose()
-            .context("reload")?;
-        let health = s
-            .health
-            .as_deref()
-            .map(parse_argv)
-            .transpose()
-            .context("health")?;
+        let optional = |key: &'static str, argv: &Option<Vec<String>>| {
+            argv.as_deref().map(parse_argv).transpose().context(key)
+        };
+        let verify = optional("verify", &s.verify)?;
+        let arm = optional("arm", &s.arm)?;
+        let reload = optional("reload", &s.reload)?;
+        let health = optional("health", &s.health)?;
+        let disarm = optional("disarm", &s.disarm)?;
+        if arm.is_some() != disarm.is_some() {
+            bail!(
+                "`arm` and `disarm` go together: an armed switch nobody disarms reverts every deploy"
+            );
+        }
         for (key, argv) in [
             ("deploy", Some(&deploy)),
+            ("verify", verify.as_ref()),
+            ("arm", arm.as_ref()),
             ("reload", reload.as_ref()),
             ("health", health.as_ref()),
+            ("disarm", disarm.as_ref()),
         ] {
             if let Some(argv) = argv
                 && let Some(t) = argv.iter().find(|t| t.uses("file"))
@@ -353,8 +369,11 @@ impl Service {
             source,
             check,
             deploy,
+            verify,
+            arm,
             reload,
             health,
+            disarm,
             timeout: s.timeout,
             health_wait: s.health_wait,
             target: s.target,
@@ -377,12 +396,16 @@ impl Service {
             .join("/")
     }
 
-    /// Every command this service runs on a host, with its role.
+    /// Every command this service runs on a host, with its role, in the
+    /// order a host-by-host rollout runs them.
     pub(crate) fn host_steps(&self) -> impl Iterator<Item = (&'static str, &Vec<Template>)> {
         [
             ("deploy", Some(&self.deploy)),
+            ("verify", self.verify.as_ref()),
+            ("arm", self.arm.as_ref()),
             ("reload", self.reload.as_ref()),
             ("health", self.health.as_ref()),
+            ("disarm", self.disarm.as_ref()),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -558,7 +581,7 @@ batch = 20
             ["canary", "farm"]
         );
         assert_eq!(c.default_group.as_deref(), Some("canary"));
-        assert_eq!(c.groups[1].batch, 20);
+        assert_eq!(c.groups[1].rollout.batches(45), [20, 20, 5]);
         assert_eq!(c.groups[0].services, ["sshd"]);
     }
 

@@ -13,6 +13,7 @@ use crate::hook::input::RefUpdate;
 use crate::policy::{Policy, bounds};
 use crate::record::journal::Action;
 use crate::rollout::deploy::{self, DeployOptions, Prepared};
+use crate::rollout::live;
 use crate::rollout::scope::{self, PushRequest, Scope};
 use crate::source::repo::{Snapshot, short};
 use crate::source::revision::Revision;
@@ -165,6 +166,7 @@ fn prepare_ref<'r>(
     let opts = DeployOptions {
         push_options: request.options.clone(),
         also_check: rev.changed_since(base.as_ref())?,
+        changed: live::changed_dirs(&rev, base.as_ref())?,
         validate_only: request.validate_only,
         expect_ref: Some((u.refname.clone(), u.old)),
         // rollout decides from the journal whether this takes hosts back.

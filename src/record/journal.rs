@@ -119,6 +119,10 @@ pub(crate) struct Record {
     pub(crate) duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// Host records: the step failed while the host's dead-man's switch
+    /// (`arm`) was set; unless put back, the host is left to that revert.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) armed: bool,
 }
 
 /// Builds the records of one run: only the per-record fields vary.
@@ -164,6 +168,7 @@ impl Recorder {
             hosts: Vec::new(),
             duration_ms: None,
             error: None,
+            armed: false,
         }
     }
 }
@@ -305,6 +310,7 @@ pub(crate) mod tests {
             hosts: vec![],
             duration_ms: Some(5),
             error: None,
+            armed: false,
         }
     }
 

@@ -122,6 +122,18 @@ pub(crate) struct Step {
     pub(crate) from: Option<String>,
     pub(crate) result: Outcome,
     pub(crate) who: String,
+    /// Failed while its dead-man's switch was armed (issue 11): left to the
+    /// host's armed revert when it could not be put back.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) armed: bool,
+    /// Put back within its group's failure budget in a run that went on and
+    /// ended ok: the push landed without this host.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) left_behind: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +141,12 @@ pub(crate) struct OpenRun {
     pub(crate) run: String,
     /// Hosts its batches included.
     batched: Vec<String>,
+    /// Host/service pairs it put back while going on (a failure budget).
+    #[serde(default)]
+    restored: Vec<(String, String)>,
+    /// Host/service pairs that failed with their switch armed.
+    #[serde(default)]
+    armed: Vec<(String, String)>,
 }
 
 impl Step {
@@ -146,6 +164,8 @@ impl Step {
             from: r.from.as_ref().map(Text::to_string),
             result: r.result,
             who: r.who.to_string(),
+            armed: false,
+            left_behind: false,
         }
     }
 }
@@ -191,6 +211,8 @@ impl History {
                 self.open = Some(OpenRun {
                     run: r.run.to_string(),
                     batched: Vec::new(),
+                    restored: Vec::new(),
+                    armed: Vec::new(),
                 });
             }
             Event::Batch => {
@@ -215,7 +237,17 @@ impl History {
                 let good = (r.result == Outcome::Ok).then(|| Good {
                     rev: r.rev.to_string(),
                 });
-                let step = Step::of(r, None);
+                let mut step = Step::of(r, None);
+                if let Some(open) = self.open.as_mut().filter(|o| o.run == r.run.as_str()) {
+                    let pair = (host.to_string(), service.to_string());
+                    if r.armed && !open.armed.contains(&pair) {
+                        open.armed.push(pair.clone());
+                    }
+                    step.armed = r.result == Outcome::Failed && open.armed.contains(&pair);
+                    if r.action == Action::Restore && r.result == Outcome::Ok {
+                        open.restored.push(pair);
+                    }
+                }
                 match h.services.get_mut(service) {
                     Some(s) => {
                         s.newest = step;
@@ -245,6 +277,20 @@ impl History {
             }
             Event::End => {
                 if let Some(open) = self.open.take_if(|o| o.run == r.run.as_str()) {
+                    // Put back in a run that still ended ok: left behind.
+                    if r.result == Outcome::Ok {
+                        for (host, service) in &open.restored {
+                            let newest = self
+                                .hosts
+                                .get_mut(host)
+                                .and_then(|h| h.services.get_mut(service))
+                                .map(|s| &mut s.newest)
+                                .filter(|n| n.run == open.run && n.action == Action::Restore);
+                            if let Some(n) = newest {
+                                n.left_behind = true;
+                            }
+                        }
+                    }
                     for host in open.batched {
                         if let Some(h) = self.hosts.get_mut(&host) {
                             h.inflight.take_if(|s| s.run == r.run.as_str());
@@ -299,6 +345,8 @@ struct Line<'a> {
     result: Outcome,
     #[serde(borrow)]
     who: Text<'a>,
+    #[serde(default)]
+    armed: bool,
     #[serde(borrow, default, rename = "options")]
     _options: Vec<Text<'a>>,
     #[serde(borrow, default)]

@@ -27,7 +27,10 @@ pub(crate) struct HostState {
     pub(crate) when: String,
     pub(crate) who: String,
     pub(crate) action: Action,
-    /// ok, failed, restored, restore-failed, rolled-back, interrupted
+    /// ok, failed, restored, restore-failed, rolled-back, interrupted,
+    /// left-behind (failed within max_failures and put back), armed-revert
+    /// (failed while armed and could not be put back: left to its
+    /// dead-man's switch)
     pub(crate) result: String,
     /// For a rollback or restore: the revision the host left.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,8 +104,10 @@ fn row_of(host: &str, service: &str, s: &Step) -> HostState {
         who: s.who.clone(),
         action: s.action,
         result: match (s.action, failed) {
+            (_, true) if s.armed => "armed-revert",
             (Action::Restore, true) => "restore-failed",
             (_, true) => "failed",
+            (Action::Restore, false) if s.left_behind => "left-behind",
             (Action::Restore, false) => "restored",
             (Action::Rollback, false) => "rolled-back",
             (Action::Deploy, false) => "ok",

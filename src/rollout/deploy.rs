@@ -11,6 +11,7 @@ use crate::gate;
 use crate::policy::Policy;
 use crate::record::journal::Action;
 use crate::rollout::changes;
+use crate::rollout::live;
 use crate::rollout::plan::{self, Plan};
 use crate::rollout::run::{self, RunOptions};
 use crate::rollout::scope::{Scope, Target};
@@ -26,6 +27,8 @@ pub(crate) struct DeployOptions {
     pub(crate) push_options: Vec<String>,
     /// Directories to check besides those deployed (a push's changes).
     pub(crate) also_check: Vec<ConfigDir>,
+    /// The directories whose files a push changes (see `live`).
+    pub(crate) changed: Vec<ConfigDir>,
     /// Check, deploy nothing (`-o validate-only`).
     pub(crate) validate_only: bool,
     /// For a push: the ref and the value git will compare before moving it.
@@ -47,6 +50,7 @@ impl DeployOptions {
             dry_run: false,
             push_options: Vec::new(),
             also_check: Vec::new(),
+            changed: Vec::new(),
             validate_only: false,
             expect_ref: None,
         }
@@ -115,6 +119,7 @@ pub(crate) fn prepare_targets<'r>(
     }
     let to_check = gate::union(std::mem::take(&mut opts.also_check), &deployed);
     let worktree = gate::gate(&rev, &to_check, &deployed, "", ui)?;
+    live::check(&rev, &targets, &opts.changed, &opts, ui)?;
     let plan = if !opts.validate_only {
         Some(plan::build(&rev, &worktree, &targets)?)
     } else {

@@ -1,5 +1,7 @@
-//! One host's part of a rollout: for each of its services, deploy, reload,
-//! then health (retried within `health_wait`), stopping at the first failure.
+//! One host's part of a rollout: for each of its services, deploy, verify,
+//! arm, reload, health (retried within `health_wait`) and disarm, stopping
+//! at the first failure. A staged rollout runs these in phases
+//! ([`run_roles`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,19 +26,29 @@ pub(crate) struct ServiceResult<'p> {
     pub(crate) duration: Duration,
     /// What failed, and the failing command's output.
     pub(crate) failure: Option<(String, String)>,
+    /// Its `arm` ran and its `disarm` did not: the host's dead-man's switch
+    /// is counting down.
+    pub(crate) armed: bool,
 }
 
 pub(crate) fn run<'p>(job: &'p HostJob, cwd: &Path) -> HostResult<'p> {
+    run_roles(job, cwd, &[])
+}
+
+/// Like [`run`], but only the steps whose role is in `roles` (all of them
+/// if `roles` is empty).
+pub(crate) fn run_roles<'p>(job: &'p HostJob, cwd: &Path, roles: &[&str]) -> HostResult<'p> {
     let started = Instant::now();
     let mut services = Vec::new();
     for s in &job.services {
         let t = Instant::now();
-        let failure = run_service(s, cwd).err();
+        let (failure, armed) = run_service(s, cwd, roles);
         let stop = failure.is_some();
         services.push(ServiceResult {
             job: s,
             duration: t.elapsed(),
             failure,
+            armed,
         });
         if stop {
             break;
@@ -49,8 +61,15 @@ pub(crate) fn run<'p>(job: &'p HostJob, cwd: &Path) -> HostResult<'p> {
     }
 }
 
-fn run_service(s: &ServiceJob, cwd: &Path) -> Result<(), (String, String)> {
+/// The failure, if any, and whether the service is left armed.
+type ServiceOutcome = (Option<(String, String)>, bool);
+
+fn run_service(s: &ServiceJob, cwd: &Path, roles: &[&str]) -> ServiceOutcome {
+    let mut armed = false;
     for step in &s.steps {
+        if !roles.is_empty() && !roles.contains(&step.role) {
+            continue;
+        }
         let deadline = Instant::now() + s.health_wait;
         loop {
             match process::run(&step.argv, cwd, s.timeout) {
@@ -59,15 +78,21 @@ fn run_service(s: &ServiceJob, cwd: &Path) -> Result<(), (String, String)> {
                     std::thread::sleep(HEALTH_RETRY);
                 }
                 Err(f) => {
-                    return Err((
+                    let failure = (
                         format!("{} {}: {f}", s.service, step.role),
                         f.output().to_string(),
-                    ));
+                    );
+                    return (Some(failure), armed);
                 }
             }
         }
+        match step.role {
+            "arm" => armed = true,
+            "disarm" => armed = false,
+            _ => {}
+        }
     }
-    Ok(())
+    (None, armed)
 }
 
 impl HostResult<'_> {
@@ -123,6 +148,7 @@ impl HostResult<'_> {
                     version: Some(s.job.version.clone()),
                     duration_ms: Some(s.duration.as_millis() as u64),
                     error: s.failure.as_ref().map(|(e, _)| e.clone()),
+                    armed: s.armed && s.failure.is_some(),
                     ..rec.record(Event::Host, action, rev, result)
                 }
             })

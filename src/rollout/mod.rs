@@ -7,6 +7,7 @@ pub(crate) mod changes;
 pub(crate) mod deploy;
 pub(crate) mod host;
 pub(crate) mod ledger;
+pub(crate) mod live;
 pub(crate) mod plan;
 pub(crate) mod restore;
 pub(crate) mod rollback;

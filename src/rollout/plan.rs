@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::config::Group;
 use crate::config::placeholders::Values;
+use crate::config::rollout::RolloutSpec;
 use crate::rollout::scope::Target;
 use crate::source::revision::Revision;
 use crate::source::worktree::Worktree;
@@ -20,10 +21,10 @@ pub(crate) struct Plan {
     pub(crate) stages: Vec<Stage>,
 }
 
-/// One group's hosts, deployed `batch` at a time.
+/// One group's hosts, deployed as its `rollout` says.
 pub(crate) struct Stage {
     pub(crate) group: String,
-    pub(crate) batch: usize,
+    pub(crate) rollout: RolloutSpec,
     pub(crate) hosts: Vec<HostJob>,
 }
 
@@ -42,7 +43,7 @@ pub(crate) struct ServiceJob {
 }
 
 pub(crate) struct Step {
-    /// `deploy`, `reload` or `health`.
+    /// `deploy`, `verify`, `arm`, `reload`, `health` or `disarm`.
     pub(crate) role: &'static str,
     pub(crate) argv: Vec<String>,
 }
@@ -63,11 +64,11 @@ impl Plan {
         let mut out = Vec::new();
         for stage in &self.stages {
             out.push(format!(
-                "group {}: {} host{}, {} at a time",
+                "group {}: {} host{}, {}",
                 stage.group,
                 stage.hosts.len(),
                 if stage.hosts.len() == 1 { "" } else { "s" },
-                stage.batch
+                stage.rollout.describe(stage.hosts.len())
             ));
             for job in &stage.hosts {
                 for s in &job.services {
@@ -120,7 +121,7 @@ pub(crate) fn build(rev: &Revision<'_>, worktree: &Worktree, targets: &[Target])
             .collect::<Result<_>>()?;
         stages.push(Stage {
             group: group.name.clone(),
-            batch: group.batch,
+            rollout: group.rollout.clone(),
             hosts,
         });
     }
@@ -203,7 +204,14 @@ mod tests {
             rev: "0".repeat(40),
             stages: vec![Stage {
                 group: "farm".into(),
-                batch: 2,
+                rollout: RolloutSpec::from_raw(
+                    crate::config::rollout::Strategy::HostByHost,
+                    Some(2),
+                    None,
+                    None,
+                    None,
+                )
+                .unwrap(),
                 hosts: vec![HostJob {
                     group: "farm".into(),
                     host: "server01".into(),

@@ -130,10 +130,15 @@ fn restore_to(
         groups.push(group);
     }
     let worktree = Worktree::create(&old.snapshot, &paths)?;
-    // As many at once as the widest of these groups' `batch` (at that
+    // As many at once as the widest wave of these groups (at that
     // revision) allows: a restore changes hosts like a deploy does, and a
     // fleet-wide failure must not be put back one host at a time.
-    let width = groups.iter().map(|g| g.batch).max().unwrap_or(1).max(1);
+    let width = groups
+        .iter()
+        .flat_map(|g| g.rollout.batches(g.hosts.len()))
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut restored = Vec::new();
     // Per host, its services in order: one host's services are put back one
     // after the other, as they were deployed.

@@ -23,6 +23,8 @@ use crate::source::revision::Revision;
 use crate::source::worktree::Worktree;
 use crate::ui::{self, Ui, seconds};
 
+mod strategy;
+
 pub(crate) struct RunOptions {
     pub(crate) action: Action,
     pub(crate) who: String,
@@ -95,6 +97,7 @@ pub(crate) fn run(
         history: &history,
         journal,
         ui,
+        left_behind: Vec::new(),
     };
     let mut results = Vec::new();
     let done = AtomicUsize::new(0);
@@ -103,7 +106,7 @@ pub(crate) fn run(
         let (stop_heartbeat, stop) = mpsc::channel::<()>();
         let done = &done;
         s.spawn(move || heartbeat(ui, config.heartbeat, stop, done, total));
-        let mut outcome = rollout.batches(&mut results, done);
+        let mut outcome = rollout.stages(repo, &mut results, done);
         let failed = results.iter().any(HostResult::failed);
         if outcome.is_ok() && !failed {
             // The run is done only once its end is on disk: if that fails,
@@ -130,6 +133,9 @@ pub(crate) fn run(
                 &mut rollout.journal,
                 ui,
             ));
+            if let Some(back) = &restored {
+                strategy::report_armed(ui, &to_restore, back);
+            }
         }
         drop(stop_heartbeat);
         (outcome, restored)
@@ -141,10 +147,21 @@ pub(crate) fn run(
         } else {
             "deployed"
         };
+        let left = &rollout.left_behind;
         ui.line(format_args!(
-            "{done} {rev_short} to {} in {}: {total} ok",
+            "{done} {rev_short} to {} in {}: {} ok{}",
             opts.scope,
-            seconds(started.elapsed())
+            seconds(started.elapsed()),
+            total - left.len(),
+            if left.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} left behind on what they ran (failed within max_failures): {}",
+                    left.len(),
+                    ui::capped(left.iter().map(String::as_str))
+                )
+            }
         ));
         return Ok(());
     };
@@ -246,24 +263,11 @@ struct Rollout<'a, 'p> {
     history: &'a History,
     journal: Ledger,
     ui: &'a Ui,
+    /// Hosts that failed within their group's budget and were put back.
+    left_behind: Vec<String>,
 }
 
 impl<'p> Rollout<'_, 'p> {
-    /// Every stage's batches in order, stopping after the first batch with
-    /// a failure; results arrive in `results` as hosts finish.
-    fn batches(&mut self, results: &mut Vec<HostResult<'p>>, done: &AtomicUsize) -> Result<()> {
-        let plan = self.plan;
-        for stage in &plan.stages {
-            for batch in stage.hosts.chunks(stage.batch) {
-                self.batch(batch, results, done)?;
-                if results.iter().any(HostResult::failed) {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn batch(
         &mut self,
         batch: &'p [HostJob],

@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 
 use crate::config::{Config, Group};
 use crate::error::{self, UserError};
+use crate::rollout::live;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -35,8 +36,8 @@ pub(crate) struct PushRequest {
     pub(crate) options: Vec<String>,
 }
 
-pub(crate) const KNOWN_OPTIONS: &str = "group=NAME, host=NAME, all, validate-only";
-const OPTION_NAMES: &[&str] = &["group", "host", "all", "validate-only"];
+pub(crate) const KNOWN_OPTIONS: &str = "group=NAME, host=NAME, all, validate-only, live-edit";
+const OPTION_NAMES: &[&str] = &["group", "host", "all", "validate-only", "live-edit"];
 
 pub(crate) fn parse_push_options(options: &[String]) -> Result<PushRequest> {
     let mut scope: Option<(Scope, &str)> = None;
@@ -50,6 +51,8 @@ pub(crate) fn parse_push_options(options: &[String]) -> Result<PushRequest> {
                 validate_only = true;
                 continue;
             }
+            // Read by `live` from the journaled options.
+            None if opt == live::ALLOW_OPTION => continue,
             _ => {
                 let name = opt.split_once('=').map_or(opt.as_str(), |(n, _)| n);
                 return Err(UserError::usage(format!(

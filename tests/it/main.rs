@@ -21,4 +21,5 @@ mod rollout;
 mod sandbox;
 mod servers;
 mod ssh_hosts;
+mod strategies;
 mod validate_cli;
