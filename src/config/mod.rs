@@ -1,8 +1,10 @@
-//! `rollgate.toml`: its model, the checks that need no git tree, and the
-//! `{placeholder}` templates its commands are written in.
+//! `rollgate.toml`: its keys as serde reads them (`raw`), the checked model
+//! (`model`), rollout strategies, and the `{placeholder}` templates its
+//! commands are written in, with their vocabulary.
 
 mod model;
 pub(crate) mod placeholders;
+mod raw;
 pub(crate) mod rollout;
 pub(crate) mod template;
 

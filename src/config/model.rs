@@ -1,4 +1,4 @@
-//! `rollgate.toml`: the serde model and the checks that need no git tree.
+//! `rollgate.toml` checked: the model every stage uses, built from `raw.rs`.
 //!
 //! The file is versioned with the configs it describes, so every revision
 //! carries its own inventory and commands. Unknown keys are errors: a typo
@@ -8,85 +8,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::config::placeholders::{Builtin, Site};
-use crate::config::rollout::{RawSize, RolloutSpec, Strategy};
+use crate::config::raw::{RawConfig, RawService};
+use crate::config::rollout::RolloutSpec;
 use crate::config::template::Template;
 use crate::error::UserError;
 use crate::ui;
 
 pub(crate) const FILE_NAME: &str = "rollgate.toml";
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    /// Moved to the server's policy: read only to say so.
-    branch: Option<toml::Spanned<serde::de::IgnoredAny>>,
-    default_group: Option<String>,
-    #[serde(default)]
-    on_failure: OnFailure,
-    #[serde(default = "default_lock_wait", with = "humantime_serde")]
-    lock_wait: Duration,
-    /// Moved to the server's policy: read only to say so.
-    pusher_env: Option<toml::Spanned<serde::de::IgnoredAny>>,
-    #[serde(default = "default_heartbeat", with = "humantime_serde")]
-    heartbeat: Duration,
-    #[serde(default)]
-    services: IndexMap<String, RawService>,
-    #[serde(default)]
-    groups: IndexMap<String, RawGroup>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawService {
-    source: String,
-    check: Vec<String>,
-    deploy: Vec<String>,
-    verify: Option<Vec<String>>,
-    arm: Option<Vec<String>>,
-    reload: Option<Vec<String>>,
-    health: Option<Vec<String>>,
-    disarm: Option<Vec<String>>,
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    timeout: Duration,
-    #[serde(default = "default_health_wait", with = "humantime_serde")]
-    health_wait: Duration,
-    target: Option<String>,
-    #[serde(default)]
-    strict: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGroup {
-    hosts: Vec<String>,
-    #[serde(default)]
-    vars: BTreeMap<String, String>,
-    batch: Option<usize>,
-    services: Option<Vec<String>>,
-    #[serde(default)]
-    rollout: Strategy,
-    waves: Option<Vec<RawSize>>,
-    #[serde(default, with = "humantime_serde")]
-    bake: Option<Duration>,
-    max_failures: Option<RawSize>,
-}
-
-fn default_lock_wait() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_heartbeat() -> Duration {
-    Duration::from_secs(20)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_health_wait() -> Duration {
-    Duration::from_secs(10)
-}
 
 /// Which hosts a failed rollout puts back on their previous revision.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -336,8 +336,12 @@ mod tests {
         }
 
         fn end(&mut self, rec: &Recorder, rev: &str) {
+            self.end_as(rec, rev, Outcome::Ok);
+        }
+
+        fn end_as(&mut self, rec: &Recorder, rev: &str, outcome: Outcome) {
             self.0
-                .apply_record(&rec.record(Event::End, Action::Deploy, rev, Outcome::Ok));
+                .apply_record(&rec.record(Event::End, Action::Deploy, rev, outcome));
         }
 
         fn row(&self, host: &str, live: bool) -> HostState {
@@ -400,7 +404,7 @@ mod tests {
         f.host("r2", "h2", Action::Deploy, "bbb", Some("aaa"), false);
         f.host("r2", "h1", Action::Restore, "aaa", Some("bbb"), false);
         f.host("r2", "h2", Action::Restore, "aaa", Some("bbb"), true);
-        f.end(&rec, "bbb");
+        f.end_as(&rec, "bbb", Outcome::Failed);
         let h1 = f.row("h1", false);
         assert_eq!(
             (h1.result.as_str(), h1.rev.as_str(), h1.target.as_deref()),
@@ -411,6 +415,13 @@ mod tests {
             (h2.result.as_str(), h2.rev.as_str(), h2.left.as_deref()),
             ("restored", "aaa", Some("bbb"))
         );
+        // The same put-back in a run that went on and ended ok (a failure
+        // budget): the host was left behind.
+        let rec = f.start("r3", "ccc", &["h2"]);
+        f.host("r3", "h2", Action::Deploy, "ccc", Some("aaa"), false);
+        f.host("r3", "h2", Action::Restore, "aaa", Some("ccc"), true);
+        f.end(&rec, "ccc");
+        assert_eq!(f.row("h2", false).result, "left-behind");
         // The restore target is still what the next failure goes back to.
         assert_eq!(f.0.last_good("h1", "sshd").unwrap().rev, "aaa");
     }
