@@ -734,7 +734,7 @@ fn debug_log_traces_every_spawned_command() {
         "no sandbox in the trace\n{out}"
     );
     assert!(
-        !out.lines_with(&["debug: ", ": exit status 0, "]).is_empty(),
+        !out.lines_with(&["debug: ", ": exit 0, "]).is_empty(),
         "how the check ended is not traced\n{out}"
     );
     // Without the variable, no trace reaches the pusher.

@@ -72,7 +72,13 @@ fn after_a_killed_hook_a_later_deploy_of_the_same_hosts_reads_ok_not_interrupted
         .filter(|pid| cwd_of(*pid).is_some_and(|c| c == remote))
         .collect();
     assert_eq!(hooks.len(), 1, "hook processes: {hooks:?}");
-    assert!(parents.iter().all(|p| *p == hooks[0]));
+    // Each deploy runs under its supervisor, a child of the hook.
+    assert!(
+        parents
+            .iter()
+            .all(|p| crate::fleet::parent_of(*p) == Some(hooks[0])),
+        "{parents:?} are not supervised by the hook {hooks:?}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(hooks[0] as i32),
         nix::sys::signal::Signal::SIGKILL,

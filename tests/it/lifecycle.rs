@@ -184,6 +184,13 @@ fn a_checks_background_daemon_dies_with_the_check() {
     f.env.bare_repo();
     f.env.clone_repo();
     f.env.write_infra();
+    // Bare, so the check can leave its marks where the test reads them; the
+    // sandboxed case is tests/it/sandbox.rs's (its PID namespace).
+    fs::write(
+        f.env.remote().join("rollgate/policy.toml"),
+        "sandbox = false\n",
+    )
+    .unwrap();
     let tag = format!("daemon-of-{}", path_str(f.env.root()));
     let script = format!(
         "grep SigBlk /proc/self/status > {0}/sigblk; \
@@ -451,7 +458,9 @@ fn restore_failed_keeps_passed_hosts_only_for_a_revision_on_a_ref() {
     f.assert_line(&out, &["restored to", short(&a), "server02"]);
     f.assert_line(&out, &["now on", short(&b), "server01"]);
 
-    // On no ref: C reaches the repository on a branch that is then deleted.
+    // On no ref: C reaches the repository on a branch that is then deleted
+    // (the server's policy must allow revisions main does not hold).
+    fs::write(remote.join("rollgate/policy.toml"), "unmerged = true\n").unwrap();
     let c = f.change("c");
     let work = f.env.work();
     f.env

@@ -16,6 +16,7 @@ mod hook_validate;
 mod journal;
 mod lifecycle;
 mod policy;
+mod pusher_sees;
 mod rollback;
 mod rollout;
 mod sandbox;

@@ -902,7 +902,7 @@ fn a_reload_that_breaks_sshd_is_reverted_by_the_armed_switch() {
 
     // A change that passes `sshd -t` but moves sshd where nobody connects.
     env.write("files/sshd/lo/sshd_config", &sshd_config(&root, wrong_port));
-    env.commit("move sshd to another port");
+    let b = env.commit("move sshd to another port");
     let out = env.push(&[]);
 
     f.assert_rejected(&out, Some(&a));
@@ -911,7 +911,9 @@ fn a_reload_that_breaks_sshd_is_reverted_by_the_armed_switch() {
     f.assert_line(&out, &["[127.0.0.2] sshd: left to its armed revert"]);
     let row = f.status_of("127.0.0.2");
     assert_eq!(row["result"], "armed-revert", "{row:#}");
-    assert_eq!(row["rev"], a.as_str());
+    // What the host holds now, and what its armed revert will put back.
+    assert_eq!(row["rev"], b.as_str(), "{row:#}");
+    assert_eq!(row["target"], a.as_str(), "{row:#}");
     let table = env.rollgate(&["status", "--repo", path_str(&env.remote())]);
     table
         .assert_ok()
