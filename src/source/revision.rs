@@ -309,4 +309,51 @@ vars = { version = "9.6", nginx_version = "1.22" }
         );
         assert_eq!(changed(&repo, d, Some(c)).len(), 3);
     }
+
+    /// The paths git's own tree diff reports, for comparison.
+    fn git_diff(repo: &Repository, old: Oid, new: Oid) -> std::collections::HashSet<String> {
+        let tree = |id| repo.find_commit(id).unwrap().tree().unwrap();
+        let diff = repo
+            .diff_tree_to_tree(Some(&tree(old)), Some(&tree(new)), None)
+            .unwrap();
+        diff.deltas()
+            .flat_map(|d| [d.old_file().path(), d.new_file().path()])
+            .flatten()
+            .map(|p| p.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn changed_paths_match_gits_tree_diff() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let a = commit(
+            &repo,
+            None,
+            &[
+                ("rollgate.toml", CONFIG),
+                ("files/sshd/9.2/sshd_config", "Port 22\n"),
+                ("files/sshd/9.2/d/x.conf", "x\n"),
+                ("files/nginx/1.22/nginx.conf", "events {}\n"),
+                ("other/a", "a\n"),
+            ],
+        );
+        let b = commit(
+            &repo,
+            Some(a),
+            &[
+                ("files/sshd/9.2/d/x.conf", "changed\n"),
+                ("files/sshd/9.6/sshd_config", "new dir\n"),
+                ("other/b/c", "deep new\n"),
+            ],
+        );
+        let snapshot = |id| Snapshot::of_commit(&repo, repo.find_commit(id).unwrap()).unwrap();
+        for (old, new) in [(a, b), (b, a), (a, a)] {
+            let ours = snapshot(new)
+                .changed_paths(&snapshot(old))
+                .unwrap()
+                .unwrap();
+            assert_eq!(ours, git_diff(&repo, old, new), "{old} -> {new}");
+        }
+    }
 }
