@@ -46,37 +46,13 @@ pub(crate) fn run(
 ) -> Result<()> {
     let config = &rev.config;
     let rev_short = &plan.rev[..10];
-    let holder = format!(
-        "{}: {} of {rev_short} to {}, since {}, pid {}",
-        opts.who,
-        opts.action,
-        opts.scope,
-        journal::now(),
-        std::process::id()
-    );
-    let deploy_lock = lock::acquire(repo.path(), &holder, config.lock_wait, config.heartbeat, ui)?;
-    if opts.expect_ref.is_some() {
-        // A push: git moves the ref after this hook; until then no other
-        // push may deploy.
-        deploy_lock.hold_until_git_is_done()?;
-    }
-    refuse_if_moved(repo, &opts.expect_ref)?;
-    // Read before this run writes, so "previous revision" means before it.
-    let history = journal::read(repo.path())?;
-    let action = match opts.action {
-        Action::Deploy if moves_back(repo, &history, plan) => Action::Rollback,
-        other => other,
-    };
-    let mut journal = Ledger::open(repo.path())?;
-    let rec = Recorder::new(&opts.who, &opts.push_options);
-    let mut start = rec.record(Event::Start, action, &plan.rev, Outcome::Started);
-    start.hosts = plan
-        .stages
-        .iter()
-        .flat_map(|s| s.hosts.iter().map(group_host))
-        .collect();
-    journal.append(&[start])?;
-
+    let Begun {
+        _lock,
+        history,
+        action,
+        journal,
+        rec,
+    } = begin(repo, rev, plan, opts, ui)?;
     let total = plan.host_count();
     let doing = if action == Action::Rollback {
         "rolling back"
@@ -142,27 +118,15 @@ pub(crate) fn run(
     });
 
     let Some(restored) = restored else {
-        let done = if action == Action::Rollback {
-            "rolled back"
-        } else {
-            "deployed"
-        };
-        let left = &rollout.left_behind;
-        ui.line(format_args!(
-            "{done} {rev_short} to {} in {}: {} ok{}",
-            opts.scope,
-            seconds(started.elapsed()),
-            total - left.len(),
-            if left.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ", {} left behind on what they ran (failed within max_failures): {}",
-                    left.len(),
-                    ui::capped(left.iter().map(String::as_str))
-                )
-            }
-        ));
+        report_done(
+            ui,
+            action,
+            rev_short,
+            opts,
+            started,
+            total,
+            &rollout.left_behind,
+        );
         return Ok(());
     };
     let failed: Vec<&str> = results
@@ -215,6 +179,99 @@ pub(crate) fn run(
         ))
         .into()),
     }
+}
+
+/// What a run holds once it has started: the lock (held until dropped),
+/// the journal as it was before it, and its recorder.
+struct Begun {
+    _lock: lock::DeployLock,
+    history: History,
+    /// `rollback` when this deploy takes a host back.
+    action: Action,
+    journal: Ledger,
+    rec: Recorder,
+}
+
+/// Takes the deploy lock (kept, for a push, until git has moved its ref),
+/// refuses a push whose ref moved meanwhile, and journals the start.
+fn begin(
+    repo: &Repository,
+    rev: &Revision<'_>,
+    plan: &Plan,
+    opts: &RunOptions,
+    ui: &Ui,
+) -> Result<Begun> {
+    let config = &rev.config;
+    let holder = format!(
+        "{}: {} of {} to {}, since {}, pid {}",
+        opts.who,
+        opts.action,
+        &plan.rev[..10],
+        opts.scope,
+        journal::now(),
+        std::process::id()
+    );
+    let deploy_lock = lock::acquire(repo.path(), &holder, config.lock_wait, config.heartbeat, ui)?;
+    if opts.expect_ref.is_some() {
+        // A push: git moves the ref after this hook; until then no other
+        // push may deploy.
+        deploy_lock.hold_until_git_is_done()?;
+    }
+    refuse_if_moved(repo, &opts.expect_ref)?;
+    // Read before this run writes, so "previous revision" means before it.
+    let history = journal::read(repo.path())?;
+    let action = match opts.action {
+        Action::Deploy if moves_back(repo, &history, plan) => Action::Rollback,
+        other => other,
+    };
+    let mut journal = Ledger::open(repo.path())?;
+    let rec = Recorder::new(&opts.who, &opts.push_options);
+    let mut start = rec.record(Event::Start, action, &plan.rev, Outcome::Started);
+    start.hosts = plan
+        .stages
+        .iter()
+        .flat_map(|s| s.hosts.iter().map(group_host))
+        .collect();
+    journal.append(&[start])?;
+    Ok(Begun {
+        _lock: deploy_lock,
+        history,
+        action,
+        journal,
+        rec,
+    })
+}
+
+/// The last line of a run that went through.
+fn report_done(
+    ui: &Ui,
+    action: Action,
+    rev_short: &str,
+    opts: &RunOptions,
+    started: Instant,
+    total: usize,
+    left: &[String],
+) {
+    let done = if action == Action::Rollback {
+        "rolled back"
+    } else {
+        "deployed"
+    };
+    ui.line(format_args!(
+        "{done} {rev_short} to {} in {}: {} ok{}",
+        opts.scope,
+        seconds(started.elapsed()),
+        total - left.len(),
+        if left.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} left behind on what they ran (failed within max_failures): {}",
+                left.len(),
+                ui::capped(left.iter().map(String::as_str))
+            )
+        }
+    ));
 }
 
 /// Which hosts a failed run puts back: all it touched, or only the failed
