@@ -9,7 +9,8 @@ use git2::{Oid, Repository};
 
 use crate::gate;
 use crate::policy::Policy;
-use crate::record::journal::Action;
+use crate::record::journal::{Action, BreakGlass};
+use crate::rollout::break_glass;
 use crate::rollout::changes;
 use crate::rollout::live;
 use crate::rollout::plan::{self, Plan};
@@ -39,6 +40,9 @@ pub(crate) struct DeployOptions {
     pub(crate) policy: Policy,
     /// Why nothing deploys when `deploy` is false, for the pusher.
     pub(crate) no_deploy_reason: &'static str,
+    /// `-o break-glass=REASON` / `--break-glass REASON`: deploy past failed
+    /// checks, if the policy's `break_glass` names the pusher.
+    pub(crate) break_glass: Option<String>,
 }
 
 impl DeployOptions {
@@ -53,6 +57,7 @@ impl DeployOptions {
             changed: Vec::new(),
             validate_only: false,
             expect_ref: None,
+            break_glass: None,
         }
     }
 }
@@ -67,6 +72,8 @@ pub(crate) struct Prepared<'r> {
     targets: Vec<Target>,
     scope: String,
     opts: DeployOptions,
+    /// Set when the run goes on past failed checks (or asked to).
+    break_glass: Option<BreakGlass>,
 }
 
 pub(crate) fn deploy(
@@ -118,7 +125,14 @@ pub(crate) fn prepare_targets<'r>(
         }
     }
     let to_check = gate::union(std::mem::take(&mut opts.also_check), &deployed);
-    let worktree = gate::gate(&rev, &to_check, &deployed, "", ui)?;
+    let (worktree, break_glass) = match opts.break_glass.clone() {
+        Some(reason) => {
+            // Refused before anything of the revision runs.
+            opts.policy.require_break_glass("break-glass", &reason)?;
+            break_glass::gate(&rev, &to_check, &deployed, reason, &opts, ui)?
+        }
+        None => (gate::gate(&rev, &to_check, &deployed, "", ui)?, None),
+    };
     live::check(&rev, &targets, &opts.changed, &opts, ui)?;
     let plan = if !opts.validate_only {
         Some(plan::build(&rev, &worktree, &targets)?)
@@ -132,6 +146,7 @@ pub(crate) fn prepare_targets<'r>(
         targets,
         scope,
         opts,
+        break_glass,
     })
 }
 
@@ -163,6 +178,7 @@ impl Prepared<'_> {
             push_options: self.opts.push_options,
             scope: self.scope,
             expect_ref: self.opts.expect_ref,
+            break_glass: self.break_glass,
         };
         run::run(repo, &self.rev, &self.worktree, plan, &run, ui)
     }

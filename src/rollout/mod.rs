@@ -3,6 +3,7 @@
 //! steps, putting hosts back after a failure, rollbacks, and the preview
 //! of what a deploy would change.
 
+pub(crate) mod break_glass;
 pub(crate) mod changes;
 pub(crate) mod deploy;
 pub(crate) mod host;

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod break_glass;
 mod fleet;
 mod git_checks;
 mod help;
