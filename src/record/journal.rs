@@ -149,11 +149,8 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub(crate) fn new(who: &str, options: &[String]) -> Recorder {
-        let secs = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         Recorder {
-            run: format!("{secs}-{}", std::process::id()),
+            run: new_run_id(),
             who: who.to_string(),
             options: options.to_vec(),
             break_glass: None,
@@ -191,6 +188,14 @@ impl Recorder {
             },
         }
     }
+}
+
+/// A run's id: when it began and the process that ran it.
+pub(crate) fn new_run_id() -> String {
+    let secs = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{secs}-{}", std::process::id())
 }
 
 pub(crate) fn now() -> String {

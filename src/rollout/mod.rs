@@ -9,6 +9,7 @@ pub(crate) mod deploy;
 pub(crate) mod host;
 pub(crate) mod ledger;
 pub(crate) mod live;
+pub(crate) mod notify;
 pub(crate) mod plan;
 pub(crate) mod restore;
 pub(crate) mod rollback;

@@ -35,6 +35,9 @@ pub(crate) struct RunOptions {
     pub(crate) expect_ref: Option<(String, Option<Oid>)>,
     /// A break-glass run: journaled on its start and host records.
     pub(crate) break_glass: Option<BreakGlass>,
+    /// The run's journal id, chosen by the caller (who reports on the run
+    /// afterwards, see `notify`).
+    pub(crate) run_id: String,
 }
 
 /// Deploys `plan` (files in `worktree`), holding the deploy lock throughout.
@@ -71,6 +74,7 @@ pub(crate) fn run(
     };
     let mut journal = Ledger::open(repo.path())?;
     let rec = Recorder {
+        run: opts.run_id.clone(),
         break_glass: opts.break_glass.clone(),
         ..Recorder::new(&opts.who, &opts.push_options)
     };

@@ -16,6 +16,7 @@ mod hook_install;
 mod hook_validate;
 mod journal;
 mod lifecycle;
+mod notify;
 mod policy;
 mod rollback;
 mod rollout;
