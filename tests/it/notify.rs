@@ -171,3 +171,74 @@ fn a_failing_or_hanging_notify_is_a_warning_and_bounded() {
     );
     f.assert_clean();
 }
+
+/// The hook as the unprivileged git user (uid 65534, as a real server runs
+/// it): a break-glass push of a broken sshd_config lands, and its notify
+/// (run as that user, its stdin a file the hook wrote) gets the summary
+/// with the reason and the failed check.
+#[test]
+fn as_an_unprivileged_git_user_break_glass_and_notify_work() {
+    let f = Fleet::new();
+    f.init(&Spec::standard());
+    let out_file = f.env.path("notified.json");
+    let root = f.env.root();
+    let ok = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(root)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "chown the test root");
+    fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let as_git_user = |args: &[&str]| {
+        let mut cmd = f.env.command("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(args);
+        f.env.run(cmd)
+    };
+    as_git_user(&["git", "push", "origin", "main"]).assert_ok();
+    // USER=tester is who pushes (the environment says so, not the uid).
+    let path = f.env.remote().join("rollgate/policy.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    let text = text
+        .replace("break_glass = []", r#"break_glass = ["tester"]"#)
+        .replace(
+            "notify = []",
+            &format!(r#"notify = ["tee", "{}"]"#, path_str(&out_file)),
+        );
+    fs::write(&path, text).unwrap();
+
+    f.env.append(SSHD_96, "NoSuchOption yes");
+    as_git_user(&["git", "commit", "-q", "-am", "broken"]).assert_ok();
+    let b = as_git_user(&["git", "rev-parse", "HEAD"])
+        .stdout
+        .trim()
+        .to_string();
+    let out = as_git_user(&["git", "push", "-o", "break-glass=INC-7", "origin", "main"]);
+    out.assert_ok();
+    f.assert_line(
+        &out,
+        &[
+            "BREAK-GLASS by tester",
+            "INC-7",
+            "deploying despite 1 failed check",
+        ],
+    );
+    // (`assert_on` reads the commit with git as root, which refuses the
+    // git user's clone: compare with the clone's file, which is `b`'s.)
+    assert_eq!(
+        f.deployed("server04"),
+        Some(fs::read(f.env.work().join(SSHD_96)).unwrap()),
+        "server04 does not hold the pushed sshd_config"
+    );
+    let n = take(&out_file);
+    assert_eq!(n["outcome"], "ok", "{n:#}");
+    assert_eq!(n["revision"], b.as_str());
+    assert_eq!(n["break_glass"]["reason"], "INC-7");
+    assert_eq!(
+        n["break_glass"]["failed"].as_array().unwrap().len(),
+        1,
+        "{n:#}"
+    );
+    f.assert_clean();
+}
