@@ -128,7 +128,24 @@ impl std::error::Error for Failure {}
 
 /// Runs `argv` in `cwd`, waiting at most `timeout`.
 pub(crate) fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<Finished, Failure> {
-    run_with_env(argv, cwd, timeout, None)
+    run_with_env(argv, cwd, timeout, None, None)
+}
+
+/// `run`, with `input` as the command's stdin (a private temporary file
+/// the supervisor opens for it, removed once the command is done).
+pub(crate) fn run_with_input(
+    argv: &[String],
+    cwd: &Path,
+    timeout: Duration,
+    input: &[u8],
+) -> Result<Finished, Failure> {
+    let file = tempfile::NamedTempFile::new()
+        .and_then(|mut f| f.write_all(input).map(|()| f))
+        .map_err(|error| Failure::NotStarted {
+            program: argv[0].clone(),
+            error,
+        })?;
+    run_with_env(argv, cwd, timeout, None, Some(file.path()))
 }
 
 /// `run`, but with exactly `env` as the command's environment (nothing of
@@ -140,7 +157,7 @@ pub(crate) fn run_in_env(
     timeout: Duration,
     env: &[(String, String)],
 ) -> Result<Finished, Failure> {
-    run_with_env(argv, cwd, timeout, Some(env))
+    run_with_env(argv, cwd, timeout, Some(env), None)
 }
 
 fn run_with_env(
@@ -148,6 +165,7 @@ fn run_with_env(
     cwd: &Path,
     timeout: Duration,
     env: Option<&[(String, String)]>,
+    input: Option<&Path>,
 ) -> Result<Finished, Failure> {
     let program = argv[0].clone();
     let not_started = |error| Failure::NotStarted {
@@ -178,6 +196,9 @@ fn run_with_env(
         let held = holds();
         for tree in &held.trees {
             cmd.arg("--hold").arg(tree);
+        }
+        if let Some(input) = input {
+            cmd.arg("--stdin").arg(input);
         }
         match &held.deploy_lock {
             Some(lock) => Stdio::from(lock.try_clone().map_err(not_started)?),
@@ -469,7 +490,7 @@ enum Ended {
     Signalled,
 }
 
-/// `TIMEOUT_MS PARENT_PID [--hold FILE]... -- PROGRAM ARGS...`: runs the
+/// `TIMEOUT_MS PARENT_PID [--hold FILE]... [--stdin FILE] -- PROGRAM ARGS...`: runs the
 /// command, and returns the status line for rollgate once the command and
 /// everything it started are gone.
 fn supervise(args: &[OsString]) -> std::io::Result<String> {
@@ -484,6 +505,7 @@ fn supervise(args: &[OsString]) -> std::io::Result<String> {
         .and_then(|s| s.to_str()?.parse().ok())
         .ok_or_else(bad)?;
     let mut held = Vec::new();
+    let mut stdin = Stdio::null();
     loop {
         match it.next().and_then(|a| a.to_str()) {
             Some("--hold") => {
@@ -496,6 +518,7 @@ fn supervise(args: &[OsString]) -> std::io::Result<String> {
                     held.push(f);
                 }
             }
+            Some("--stdin") => stdin = Stdio::from(File::open(it.next().ok_or_else(bad)?)?),
             Some("--") => break,
             _ => return Err(bad()),
         }
@@ -513,7 +536,7 @@ fn supervise(args: &[OsString]) -> std::io::Result<String> {
     let err = out.try_clone()?;
     let mut child = Command::new(program)
         .args(rest)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .process_group(0)

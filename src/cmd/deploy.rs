@@ -22,6 +22,10 @@ pub(crate) struct DeployArgs {
     /// Show the hosts and commands, run nothing
     #[arg(long)]
     dry_run: bool,
+    /// Deploy even if checks fail (only for users the policy's `break_glass`
+    /// names; the reason is journaled)
+    #[arg(long, value_name = "REASON")]
+    break_glass: Option<String>,
     #[command(flatten)]
     repo: RepoArg,
 }
@@ -39,6 +43,7 @@ pub(crate) fn run(args: DeployArgs, ui: &Ui) -> Result<()> {
     bounds::require_merged(&repo, &policy, id, &format!("deploy of `{}`", args.rev))?;
     let opts = DeployOptions {
         dry_run: args.dry_run,
+        break_glass: args.break_glass,
         ..DeployOptions::new(Action::Deploy, &policy)
     };
     if scope != Scope::Default {

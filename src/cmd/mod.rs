@@ -36,6 +36,7 @@ Pushing (installed as the pre-receive hook; the client side is plain git):
   git push -o all origin main               validate; every group, default_group first
   git push -o validate-only origin main     validate; deploy nothing
   git push -o live-edit origin main         allow changing a version directory other hosts run
+  git push -o break-glass=REASON origin main  deploy despite failed checks (policy's break_glass)
   git push origin REV:refs/deploy/NAME      deploy REV to group NAME (or all); -f to go back
 
 Exit codes:

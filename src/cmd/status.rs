@@ -60,6 +60,9 @@ pub(crate) fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
         if let Some(target) = &s.target {
             result = format!("{result} (to {})", short_str(target));
         }
+        if s.break_glass {
+            result = format!("{result} (break-glass)");
+        }
         rows.push(vec![
             s.host.clone(),
             s.service.clone(),
@@ -136,6 +139,18 @@ fn print_log(
             run.who,
             run.result,
         )?;
+        if let Some(bg) = &run.break_glass {
+            writeln!(
+                out,
+                "    BREAK-GLASS: {:?}; failed checks: {}",
+                bg.reason,
+                if bg.failed.is_empty() {
+                    "none".to_string()
+                } else {
+                    bg.failed.join("; ")
+                }
+            )?;
+        }
         for s in &run.steps {
             writeln!(
                 out,

@@ -31,7 +31,8 @@ pub(crate) struct CheckFailure {
     pub(crate) output: String,
 }
 
-/// Checks `dirs` (already written into `worktree`) and returns whether all
+/// Checks `dirs` (already written into `worktree`) and returns what failed,
+/// one line per failure (`sshd 9.2 (files/sshd/9.2): error`): empty when all
 /// passed. `rev` is what `{rev}` stands for; `git_dir` holds the server's
 /// policy (whether checks run in the sandbox).
 pub(crate) fn check_dirs(
@@ -41,10 +42,10 @@ pub(crate) fn check_dirs(
     rev: &str,
     git_dir: Option<&Path>,
     ui: &Ui,
-) -> Result<bool> {
+) -> Result<Vec<String>> {
     if dirs.is_empty() {
         ui.line("no config directory changed: nothing to check");
-        return Ok(true);
+        return Ok(Vec::new());
     }
     // A sandbox that cannot start is a refusal (exit 1) with a hint; it is
     // reported once, where the error ends up.
@@ -57,6 +58,7 @@ pub(crate) fn check_dirs(
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel();
     let mut failed = 0;
+    let mut failures = Vec::new();
     std::thread::scope(|s| -> Result<()> {
         for _ in 0..workers {
             let tx = tx.clone();
@@ -78,6 +80,18 @@ pub(crate) fn check_dirs(
             if !result.failures.is_empty() {
                 failed += 1;
             }
+            for f in &result.failures {
+                failures.push(format!(
+                    "{} ({}): {}{}",
+                    result.dir.label(),
+                    result.dir.path,
+                    f.file
+                        .as_deref()
+                        .map(|f| format!("{f}: "))
+                        .unwrap_or_default(),
+                    f.error
+                ));
+            }
             show(ui, &result, runner.sandboxed());
         }
         Ok(())
@@ -93,7 +107,7 @@ pub(crate) fn check_dirs(
         if dirs.len() == 1 { "y" } else { "ies" },
         seconds(started.elapsed())
     ));
-    Ok(failed == 0)
+    Ok(failures)
 }
 
 fn show(ui: &Ui, r: &CheckResult, sandboxed: bool) {

@@ -22,6 +22,24 @@ pub(crate) fn gate(
     since: &str,
     ui: &Ui,
 ) -> Result<Worktree> {
+    let (worktree, failed) = gate_failures(rev, to_check, also_needed, since, ui)?;
+    if !failed.is_empty() {
+        return Err(Failed(format!("validation failed at {}", rev.snapshot.describe())).into());
+    }
+    Ok(worktree)
+}
+
+/// [`gate`], but failed checks are handed back (one line each) with the
+/// work tree instead of refusing: for a break-glass deploy, which goes on
+/// past them. Anything else that goes wrong (the work tree, the sandbox)
+/// is still an error.
+pub(crate) fn gate_failures(
+    rev: &Revision<'_>,
+    to_check: &[ConfigDir],
+    also_needed: &[ConfigDir],
+    since: &str,
+    ui: &Ui,
+) -> Result<(Worktree, Vec<String>)> {
     ui.line(format_args!(
         "rollgate: {}: checking {} of {} config director{}{since}",
         rev.snapshot.describe(),
@@ -49,17 +67,15 @@ pub(crate) fn gate(
         .map(|id| id.to_string())
         .unwrap_or_else(|| "WORKTREE".into());
     let git_dir = git_dir(&rev.snapshot);
-    if !check::check_dirs(
+    let failed = check::check_dirs(
         &rev.config,
         to_check,
         &worktree,
         &rev_id,
         git_dir.as_deref(),
         ui,
-    )? {
-        return Err(Failed(format!("validation failed at {}", rev.snapshot.describe())).into());
-    }
-    Ok(worktree)
+    )?;
+    Ok((worktree, failed))
 }
 
 /// The repository whose server policy governs checks of `snapshot`: the

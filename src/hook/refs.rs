@@ -92,6 +92,7 @@ fn prepare<'r>(
             scope,
             validate_only: false,
             options: request.options.clone(),
+            break_glass: request.break_glass.clone(),
         };
         return prepare_ref(repo, policy, u, new, &forced, git, ui).map(Some);
     }
@@ -169,6 +170,7 @@ fn prepare_ref<'r>(
         changed: live::changed_dirs(&rev, base.as_ref())?,
         validate_only: request.validate_only,
         expect_ref: Some((u.refname.clone(), u.old)),
+        break_glass: request.break_glass.clone(),
         // rollout decides from the journal whether this takes hosts back.
         ..DeployOptions::new(Action::Deploy, policy)
     };

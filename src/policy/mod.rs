@@ -257,6 +257,35 @@ impl Policy {
         .into())
     }
 
+    /// Refuses a break-glass deploy (past failed checks; `what` is how it
+    /// was asked for) by a pusher `break_glass` does not name, and one
+    /// without a reason.
+    pub(crate) fn require_break_glass(&self, what: &str, reason: &str) -> Result<()> {
+        if reason.trim().is_empty() {
+            return Err(UserError::usage(format!("{what} needs a reason"))
+                .hint("say why, e.g. -o break-glass=\"INC-123: sshd down on the farm\"; it is journaled")
+                .into());
+        }
+        let who = self.who();
+        if self.break_glass.iter().any(|w| w == "*" || *w == who) {
+            return Ok(());
+        }
+        Err(UserError::failed(format!(
+            "{who} may not deploy past failed checks ({what}): the policy's `break_glass` in {} \
+             names {}",
+            self.path.display(),
+            if self.break_glass.is_empty() {
+                "nobody".to_string()
+            } else {
+                self.break_glass.join(", ")
+            },
+        ))
+        .hint(format!(
+            "fix what the checks report and push again, or ask an admin to add {who} to `break_glass`"
+        ))
+        .into())
+    }
+
     /// With `commands = "pinned"`, refuses a config any of whose argv (as
     /// written, before substitution) is not one of `allowed`.
     pub(crate) fn check_commands(&self, config: &Config, origin: &str) -> Result<()> {

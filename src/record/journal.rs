@@ -123,6 +123,19 @@ pub(crate) struct Record {
     /// (`arm`) was set; unless put back, the host is left to that revert.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) armed: bool,
+    /// Start and host records of a run pushed with `-o break-glass=REASON`
+    /// (or `deploy --break-glass REASON`): why, and which checks failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) break_glass: Option<BreakGlass>,
+}
+
+/// A deploy past failed checks, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BreakGlass {
+    pub(crate) reason: String,
+    /// The checks that failed (`sshd 9.2 (files/sshd/9.2): ...`); empty
+    /// when every check passed and break-glass changed nothing.
+    pub(crate) failed: Vec<String>,
 }
 
 /// Builds the records of one run: only the per-record fields vary.
@@ -130,17 +143,17 @@ pub(crate) struct Recorder {
     pub(crate) run: String,
     pub(crate) who: String,
     pub(crate) options: Vec<String>,
+    /// Carried by the run's start and host records.
+    pub(crate) break_glass: Option<BreakGlass>,
 }
 
 impl Recorder {
     pub(crate) fn new(who: &str, options: &[String]) -> Recorder {
-        let secs = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         Recorder {
-            run: format!("{secs}-{}", std::process::id()),
+            run: new_run_id(),
             who: who.to_string(),
             options: options.to_vec(),
+            break_glass: None,
         }
     }
 
@@ -169,8 +182,20 @@ impl Recorder {
             duration_ms: None,
             error: None,
             armed: false,
+            break_glass: match event {
+                Event::Start | Event::Host => self.break_glass.clone(),
+                Event::Batch | Event::End => None,
+            },
         }
     }
+}
+
+/// A run's id: when it began and the process that ran it.
+pub(crate) fn new_run_id() -> String {
+    let secs = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{secs}-{}", std::process::id())
 }
 
 pub(crate) fn now() -> String {
@@ -311,6 +336,7 @@ pub(crate) mod tests {
             duration_ms: Some(5),
             error: None,
             armed: false,
+            break_glass: None,
         }
     }
 

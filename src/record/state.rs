@@ -130,6 +130,9 @@ pub(crate) struct Step {
     /// ended ok: the push landed without this host.
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) left_behind: bool,
+    /// Part of a run that deployed with `-o break-glass` (past failed checks).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) break_glass: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -166,6 +169,7 @@ impl Step {
             who: r.who.to_string(),
             armed: false,
             left_behind: false,
+            break_glass: r.break_glass.is_some(),
         }
     }
 }
@@ -355,6 +359,8 @@ struct Line<'a> {
     _duration_ms: Option<u64>,
     #[serde(borrow, default, rename = "error")]
     _error: Option<Text<'a>>,
+    #[serde(default)]
+    break_glass: Option<serde::de::IgnoredAny>,
 }
 
 /// A JSON string, borrowed when it has no escapes.
@@ -571,6 +577,7 @@ mod tests {
             run: id.into(),
             who: "tester".into(),
             options: vec![],
+            break_glass: None,
         };
         let mut j = Journal::open(git_dir).unwrap();
         let mut start = rec.record(Event::Start, Action::Deploy, rev, Outcome::Started);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::record::journal::{self, Action, Event, History, Outcome, Record};
+use crate::record::journal::{self, Action, BreakGlass, Event, History, Outcome, Record};
 use crate::record::lock;
 use crate::record::segment::{self, Backwards};
 use crate::record::state::Step;
@@ -39,6 +39,10 @@ pub(crate) struct HostState {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) target: Option<String>,
     pub(crate) run: String,
+    /// The host runs what a break-glass deploy (past failed checks) put
+    /// there; `log` has the reason and the failed checks.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) break_glass: bool,
 }
 
 pub(crate) struct Report<T> {
@@ -119,6 +123,7 @@ fn row_of(host: &str, service: &str, s: &Step) -> HostState {
         },
         target: None,
         run: s.run.clone(),
+        break_glass: s.break_glass && !failed && s.action != Action::Restore,
     };
     if s.action == Action::Restore && failed {
         // The host still holds the files the restore was to replace.
@@ -149,6 +154,7 @@ fn interrupted_row(host: &str, service: &str, step: &Step, before: Option<HostSt
         left: before.map(|b| b.rev),
         target: None,
         run: step.run.clone(),
+        break_glass: false,
     }
 }
 
@@ -167,6 +173,9 @@ pub(crate) struct RunSummary {
     pub(crate) duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// A run past failed checks: the reason and the checks that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) break_glass: Option<BreakGlass>,
     pub(crate) steps: Vec<Record>,
 }
 
@@ -276,6 +285,7 @@ impl Runs {
                 rev: r.rev,
                 who: r.who,
                 options: r.options,
+                break_glass: r.break_glass,
             }));
         }
         Ok(None)
@@ -305,6 +315,7 @@ mod tests {
                 run: run.into(),
                 who: "tester".into(),
                 options: vec![],
+                break_glass: None,
             };
             let mut start = rec.record(Event::Start, Action::Deploy, rev, Outcome::Started);
             start.hosts = hosts.iter().map(|h| format!("canary/{h}")).collect();

@@ -9,12 +9,17 @@ use git2::{Oid, Repository};
 
 use crate::gate;
 use crate::policy::Policy;
-use crate::record::journal::Action;
+use std::time::Instant;
+
+use crate::record::journal::{self, Action, BreakGlass};
+use crate::rollout::break_glass;
 use crate::rollout::changes;
 use crate::rollout::live;
+use crate::rollout::notify;
 use crate::rollout::plan::{self, Plan};
 use crate::rollout::run::{self, RunOptions};
 use crate::rollout::scope::{Scope, Target};
+use crate::source::repo::Snapshot;
 use crate::source::revision::{ConfigDir, Revision};
 use crate::source::worktree::Worktree;
 use crate::ui::Ui;
@@ -39,6 +44,9 @@ pub(crate) struct DeployOptions {
     pub(crate) policy: Policy,
     /// Why nothing deploys when `deploy` is false, for the pusher.
     pub(crate) no_deploy_reason: &'static str,
+    /// `-o break-glass=REASON` / `--break-glass REASON`: deploy past failed
+    /// checks, if the policy's `break_glass` names the pusher.
+    pub(crate) break_glass: Option<String>,
 }
 
 impl DeployOptions {
@@ -53,6 +61,7 @@ impl DeployOptions {
             changed: Vec::new(),
             validate_only: false,
             expect_ref: None,
+            break_glass: None,
         }
     }
 }
@@ -67,6 +76,10 @@ pub(crate) struct Prepared<'r> {
     targets: Vec<Target>,
     scope: String,
     opts: DeployOptions,
+    /// Set when the run goes on past failed checks (or asked to).
+    break_glass: Option<BreakGlass>,
+    /// When its checks began: a run's duration, for `notify`.
+    began: Instant,
 }
 
 pub(crate) fn deploy(
@@ -100,12 +113,42 @@ pub(crate) fn prepare<'r>(
     prepare_targets(rev, targets, described, opts, ui)
 }
 
-/// Validates what `targets` will get and renders the plan.
+/// Validates what `targets` will get and renders the plan. A deploy
+/// refused here (a failed check, the policy) is still a run that ended,
+/// for the policy's `notify`.
 pub(crate) fn prepare_targets<'r>(
     rev: Revision<'r>,
     targets: Vec<Target>,
     scope: String,
+    opts: DeployOptions,
+    ui: &Ui,
+) -> Result<Prepared<'r>> {
+    let began = Instant::now();
+    let notify =
+        (!opts.validate_only && !opts.dry_run && !opts.policy.notify.is_empty()).then(|| {
+            (
+                opts.policy.notify.clone(),
+                opts.started(&rev, &scope, None, began),
+            )
+        });
+    let git_dir = match &rev.snapshot {
+        Snapshot::Commit { repo, .. } => Some(repo.path().to_path_buf()),
+        Snapshot::Workdir { .. } => None,
+    };
+    let result = check_and_plan(rev, targets, scope, opts, began, ui);
+    if let (Err(e), Some((argv, started)), Some(git_dir)) = (&result, notify, git_dir) {
+        let refused = Err(anyhow::anyhow!("{e:#}"));
+        notify::send(&argv, &git_dir, &started.summary(&git_dir, &refused), ui);
+    }
+    result
+}
+
+fn check_and_plan<'r>(
+    rev: Revision<'r>,
+    targets: Vec<Target>,
+    scope: String,
     mut opts: DeployOptions,
+    began: Instant,
     ui: &Ui,
 ) -> Result<Prepared<'r>> {
     // Before anything of the revision runs, its checks included.
@@ -118,7 +161,14 @@ pub(crate) fn prepare_targets<'r>(
         }
     }
     let to_check = gate::union(std::mem::take(&mut opts.also_check), &deployed);
-    let worktree = gate::gate(&rev, &to_check, &deployed, "", ui)?;
+    let (worktree, break_glass) = match opts.break_glass.clone() {
+        Some(reason) => {
+            // Refused before anything of the revision runs.
+            opts.policy.require_break_glass("break-glass", &reason)?;
+            break_glass::gate(&rev, &to_check, &deployed, reason, &opts, ui)?
+        }
+        None => (gate::gate(&rev, &to_check, &deployed, "", ui)?, None),
+    };
     live::check(&rev, &targets, &opts.changed, &opts, ui)?;
     let plan = if !opts.validate_only {
         Some(plan::build(&rev, &worktree, &targets)?)
@@ -132,7 +182,40 @@ pub(crate) fn prepare_targets<'r>(
         targets,
         scope,
         opts,
+        break_glass,
+        began,
     })
+}
+
+impl DeployOptions {
+    /// What `notify` will report of a run of `rev` that begins now.
+    fn started(
+        &self,
+        rev: &Revision<'_>,
+        scope: &str,
+        run: Option<String>,
+        at: Instant,
+    ) -> notify::Started {
+        notify::Started {
+            run,
+            via: if self.expect_ref.is_some() {
+                "push"
+            } else {
+                "cli"
+            },
+            who: self.policy.who(),
+            action: self.action,
+            revision: rev
+                .snapshot
+                .commit_id()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            scope: scope.to_string(),
+            break_glass: None,
+            options: self.push_options.clone(),
+            at,
+        }
+    }
 }
 
 impl Prepared<'_> {
@@ -157,13 +240,25 @@ impl Prepared<'_> {
             plan.show(ui);
             return Ok(());
         }
+        let run_id = journal::new_run_id();
+        let started = notify::Started {
+            break_glass: self.break_glass.clone(),
+            ..self
+                .opts
+                .started(&self.rev, &self.scope, Some(run_id.clone()), self.began)
+        };
         let run = RunOptions {
             action: self.opts.action,
             who: self.opts.policy.who(),
             push_options: self.opts.push_options,
             scope: self.scope,
             expect_ref: self.opts.expect_ref,
+            break_glass: self.break_glass,
+            run_id,
         };
-        run::run(repo, &self.rev, &self.worktree, plan, &run, ui)
+        let result = run::run(repo, &self.rev, &self.worktree, plan, &run, ui);
+        let summary = started.summary(repo.path(), &result);
+        notify::send(&self.opts.policy.notify, repo.path(), &summary, ui);
+        result
     }
 }

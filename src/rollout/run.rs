@@ -13,7 +13,7 @@ use git2::{Oid, Repository};
 
 use crate::config::OnFailure;
 use crate::error::Failed;
-use crate::record::journal::{self, Action, Event, History, Outcome, Recorder};
+use crate::record::journal::{self, Action, BreakGlass, Event, History, Outcome, Recorder};
 use crate::record::lock;
 use crate::rollout::host::{self, HostResult};
 use crate::rollout::ledger::Ledger;
@@ -33,6 +33,11 @@ pub(crate) struct RunOptions {
     pub(crate) scope: String,
     /// See `DeployOptions::expect_ref`: checked once the lock is held.
     pub(crate) expect_ref: Option<(String, Option<Oid>)>,
+    /// A break-glass run: journaled on its start and host records.
+    pub(crate) break_glass: Option<BreakGlass>,
+    /// The run's journal id, chosen by the caller (who reports on the run
+    /// afterwards, see `notify`).
+    pub(crate) run_id: String,
 }
 
 /// Deploys `plan` (files in `worktree`), holding the deploy lock throughout.
@@ -225,7 +230,11 @@ fn begin(
         other => other,
     };
     let mut journal = Ledger::open(repo.path())?;
-    let rec = Recorder::new(&opts.who, &opts.push_options);
+    let rec = Recorder {
+        run: opts.run_id.clone(),
+        break_glass: opts.break_glass.clone(),
+        ..Recorder::new(&opts.who, &opts.push_options)
+    };
     let mut start = rec.record(Event::Start, action, &plan.rev, Outcome::Started);
     start.hosts = plan
         .stages

@@ -34,14 +34,25 @@ pub(crate) struct PushRequest {
     pub(crate) validate_only: bool,
     /// As given, for the journal.
     pub(crate) options: Vec<String>,
+    /// `-o break-glass=REASON`: deploy past failed checks (see `policy`).
+    pub(crate) break_glass: Option<String>,
 }
 
-pub(crate) const KNOWN_OPTIONS: &str = "group=NAME, host=NAME, all, validate-only, live-edit";
-const OPTION_NAMES: &[&str] = &["group", "host", "all", "validate-only", "live-edit"];
+pub(crate) const KNOWN_OPTIONS: &str =
+    "group=NAME, host=NAME, all, validate-only, live-edit, break-glass=REASON";
+const OPTION_NAMES: &[&str] = &[
+    "group",
+    "host",
+    "all",
+    "validate-only",
+    "live-edit",
+    "break-glass",
+];
 
 pub(crate) fn parse_push_options(options: &[String]) -> Result<PushRequest> {
     let mut scope: Option<(Scope, &str)> = None;
     let mut validate_only = false;
+    let mut break_glass = None;
     for opt in options {
         let parsed = match opt.split_once('=') {
             Some(("group", name)) if !name.is_empty() => Scope::Group(name.to_string()),
@@ -53,6 +64,15 @@ pub(crate) fn parse_push_options(options: &[String]) -> Result<PushRequest> {
             }
             // Read by `live` from the journaled options.
             None if opt == live::ALLOW_OPTION => continue,
+            // An empty reason is refused with the pusher's name (policy).
+            Some(("break-glass", reason)) => {
+                break_glass = Some(reason.to_string());
+                continue;
+            }
+            None if opt == "break-glass" => {
+                break_glass = Some(String::new());
+                continue;
+            }
             _ => {
                 let name = opt.split_once('=').map_or(opt.as_str(), |(n, _)| n);
                 return Err(UserError::usage(format!(
@@ -73,6 +93,7 @@ pub(crate) fn parse_push_options(options: &[String]) -> Result<PushRequest> {
         scope: scope.map(|(s, _)| s).unwrap_or(Scope::Default),
         validate_only,
         options: options.to_vec(),
+        break_glass,
     })
 }
 
@@ -180,6 +201,7 @@ mod tests {
                 scope: Scope::Default,
                 validate_only: false,
                 options: vec![],
+                break_glass: None,
             }
         );
     }
@@ -193,6 +215,11 @@ mod tests {
         assert_eq!(opts(&["host=s1"]).unwrap().scope, Scope::Host("s1".into()));
         assert_eq!(opts(&["all"]).unwrap().scope, Scope::All);
         assert!(opts(&["validate-only"]).unwrap().validate_only);
+        assert_eq!(
+            opts(&["break-glass=INC-1: sshd down"]).unwrap().break_glass,
+            Some("INC-1: sshd down".into())
+        );
+        assert_eq!(opts(&["break-glass"]).unwrap().break_glass, Some("".into()));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod break_glass;
 mod fleet;
 mod git_checks;
 mod help;
@@ -15,6 +16,7 @@ mod hook_install;
 mod hook_validate;
 mod journal;
 mod lifecycle;
+mod notify;
 mod policy;
 mod pusher_sees;
 mod rollback;
