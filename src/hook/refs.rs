@@ -10,11 +10,12 @@ use git2::{Oid, Repository};
 use crate::config;
 use crate::hook::git_checks::GitChecks;
 use crate::hook::input::RefUpdate;
+use crate::hook::options::{self, PushRequest};
 use crate::policy::{Policy, bounds};
 use crate::record::journal::Action;
 use crate::rollout::deploy::{self, DeployOptions, Prepared};
 use crate::rollout::live;
-use crate::rollout::scope::{self, PushRequest, Scope};
+use crate::rollout::scope::Scope;
 use crate::source::repo::{Snapshot, short};
 use crate::source::revision::Revision;
 use crate::ui::Ui;
@@ -68,7 +69,7 @@ fn prepare<'r>(
             ));
             return Ok(None);
         };
-        let request = scope::parse_push_options(options)?;
+        let request = options::parse_push_options(options)?;
         if request.scope != Scope::Default || request.validate_only {
             bail!(
                 "a push to {} names its scope in the ref; drop the -o scope options",
@@ -117,7 +118,7 @@ fn prepare<'r>(
         pass(u, &format!("no {}", config::FILE_NAME), ui);
         return Ok(None);
     }
-    let request = scope::parse_push_options(options)?;
+    let request = options::parse_push_options(options)?;
     if request.scope != Scope::Default && !request.validate_only {
         policy.require_widen(&format!("-o {}", option_of(&request.scope)))?;
     }
