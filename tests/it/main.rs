@@ -8,6 +8,7 @@
 
 mod support;
 
+mod clone;
 mod fleet;
 mod git_checks;
 mod help;
