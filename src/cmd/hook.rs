@@ -4,6 +4,7 @@ use crate::hook::input;
 use crate::hook::install;
 use crate::hook::pre_push;
 use crate::hook::refs;
+use crate::record::gitrefs;
 use crate::record::keeper;
 use crate::source::repo;
 use crate::ui::Ui;
@@ -38,6 +39,12 @@ pub(crate) enum HookCommand {
     },
     /// What git runs: reads "<old> <new> <ref>" lines on stdin
     PreReceive {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+    /// What git runs after a push moved the refs: publishes the deploy
+    /// history to refs/rollgate/journal and refs/deploy/GROUP
+    PostReceive {
         #[command(flatten)]
         repo: RepoArg,
     },
@@ -86,6 +93,13 @@ pub(crate) fn run(command: HookCommand, ui: &Ui) -> Result<()> {
                     policy.display()
                 ));
             }
+            if let Some(post) = &done.foreign_post_receive {
+                ui.line(format_args!(
+                    "kept your {} (rollgate's publishes the deploy history before a push \
+                     returns; without it, that happens just after)",
+                    post.display()
+                ));
+            }
             if let Some(backup) = &done.backup {
                 ui.line(format_args!(
                     "kept the previous hook as {}",
@@ -132,8 +146,21 @@ pub(crate) fn run(command: HookCommand, ui: &Ui) -> Result<()> {
             let repo = repo::open(r.repo.as_deref())?;
             refs::pre_receive(&repo, &updates, &options, ui)
         }
+        HookCommand::PostReceive { repo: r } => {
+            // git writes the updated refs on stdin; nothing here needs them.
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            let repo = repo::open(r.repo.as_deref())?;
+            gitrefs::publish_or_warn(repo.path(), ui);
+            Ok(())
+        }
         HookCommand::KeepLock { pid, started } => {
             keeper::keep(keeper::Process { pid, started });
+            // The push is over (accepted or not) and the lock still held:
+            // publish what the run recorded. A rejected push gets no
+            // post-receive, so this is where its records reach git.
+            if let Ok(here) = std::env::current_dir() {
+                let _ = gitrefs::publish(&here);
+            }
             Ok(())
         }
         HookCommand::PrePush { repo: r, .. } => {

@@ -6,6 +6,7 @@ mod docs;
 mod hook;
 mod plan;
 mod policy;
+mod remote;
 mod rollback;
 mod scope_args;
 mod status;

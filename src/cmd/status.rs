@@ -6,6 +6,7 @@ use clap::Args;
 use std::io::Write;
 
 use super::RepoArg;
+use super::remote::{self, RemoteArg};
 
 /// Per host and service: revision, version, when, by whom, result
 #[derive(Args)]
@@ -15,6 +16,8 @@ pub(crate) struct StatusArgs {
     json: bool,
     #[command(flatten)]
     repo: RepoArg,
+    #[command(flatten)]
+    remote: RemoteArg,
 }
 
 /// The journal's runs, newest first
@@ -28,11 +31,43 @@ pub(crate) struct LogArgs {
     json: bool,
     #[command(flatten)]
     repo: RepoArg,
+    #[command(flatten)]
+    remote: RemoteArg,
+}
+
+/// Where the journal is: the bare repository itself, or (in a clone) the
+/// server's, fetched into a temporary directory kept until the answer is
+/// printed. `None`: a clone whose server has published no history yet.
+pub(super) fn journal_source(
+    repo: &git2::Repository,
+    remote: &RemoteArg,
+    ui: &Ui,
+) -> Result<Option<(std::path::PathBuf, Option<remote::Fetched>)>> {
+    if !remote::is_clone(repo) {
+        return Ok(Some((repo.path().to_path_buf(), None)));
+    }
+    let name = remote.name(repo)?;
+    match remote::fetch_journal(repo, &name)? {
+        Some(f) => Ok(Some((f.git_dir().to_path_buf(), Some(f)))),
+        None => {
+            ui.line(format_args!(
+                "`{name}` has no deploy history (no {}): nothing deployed through it yet",
+                crate::record::gitrefs::JOURNAL_REF
+            ));
+            Ok(None)
+        }
+    }
 }
 
 pub(crate) fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
     let repo = repo::open(args.repo.repo.as_deref())?;
-    let report = status::status(repo.path())?;
+    let Some((git_dir, _fetched)) = journal_source(&repo, &args.remote, ui)? else {
+        if args.json {
+            println!("[]");
+        }
+        return Ok(());
+    };
+    let report = status::status(&git_dir)?;
     warn_unreadable(ui, &report);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.items)?);
@@ -81,7 +116,13 @@ pub(crate) fn status(args: StatusArgs, ui: &Ui) -> Result<()> {
 
 pub(crate) fn log(args: LogArgs, ui: &Ui) -> Result<()> {
     let repo = repo::open(args.repo.repo.as_deref())?;
-    let report = status::log(repo.path())?;
+    let Some((git_dir, _fetched)) = journal_source(&repo, &args.remote, ui)? else {
+        if args.json {
+            println!("[]");
+        }
+        return Ok(());
+    };
+    let report = status::log(&git_dir)?;
     warn_unreadable(ui, &report);
     // Runs are read from the journal's end as they are printed, so neither
     // time nor memory grows with the history not shown.

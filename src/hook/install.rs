@@ -14,6 +14,7 @@ use crate::policy;
 
 const TEMPLATE: &str = include_str!("../../hooks/pre-receive");
 const PRE_PUSH_TEMPLATE: &str = include_str!("../../hooks/pre-push");
+const POST_RECEIVE_TEMPLATE: &str = include_str!("../../hooks/post-receive");
 /// Identifies a hook rollgate wrote, so it is never confused with a user's.
 const MARKER: &str = "rollgate-managed";
 const BACKUP_SUFFIX: &str = ".rollgate-backup";
@@ -27,6 +28,9 @@ pub(crate) struct Installed {
     pub(crate) unchanged: bool,
     /// The policy file, when this install wrote it (it never overwrites one).
     pub(crate) policy: Option<PathBuf>,
+    /// A post-receive hook rollgate did not write, left alone (without
+    /// --force): the history is then published once receive-pack exits.
+    pub(crate) foreign_post_receive: Option<PathBuf>,
 }
 
 /// Where git looks for hooks: `core.hooksPath` (relative to the repository
@@ -61,6 +65,18 @@ pub(crate) fn install(repo: &Repository, binary: &Path, force: bool) -> Result<I
         .into());
     }
     let mut installed = write_hook(repo, "pre-receive", TEMPLATE, binary, force)?;
+    // Publishes refs/rollgate/journal and refs/deploy/GROUP after the refs
+    // moved, before the pusher's `git push` returns. A user's own
+    // post-receive is kept unless --force: the lock keeper publishes too.
+    let post = hooks_dir(repo)?.join("post-receive");
+    let foreign = fs::read_to_string(&post).is_ok_and(|t| !t.contains(MARKER));
+    if foreign && !force {
+        installed.foreign_post_receive = Some(post);
+    } else {
+        let done = write_hook(repo, "post-receive", POST_RECEIVE_TEMPLATE, binary, force)?;
+        installed.unchanged &= done.unchanged;
+        installed.backup = installed.backup.or(done.backup);
+    }
     let mut local = local_config(repo)?;
     if !matches!(local.get_bool("receive.advertisePushOptions"), Ok(true)) {
         local
@@ -136,6 +152,7 @@ fn write_hook(
         backup,
         unchanged,
         policy: None,
+        foreign_post_receive: None,
     })
 }
 
@@ -169,6 +186,10 @@ pub(crate) struct Uninstalled {
 
 pub(crate) fn uninstall(repo: &Repository) -> Result<Uninstalled> {
     let done = remove_hook(repo, "pre-receive")?;
+    let post = hooks_dir(repo)?.join("post-receive");
+    if fs::read_to_string(&post).is_ok_and(|t| t.contains(MARKER)) {
+        remove_hook(repo, "post-receive")?;
+    }
     let mut local = local_config(repo)?;
     if matches!(local.get_bool(OWNED_SETTING), Ok(true)) {
         let _ = local.remove("receive.advertisePushOptions");

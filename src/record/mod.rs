@@ -1,6 +1,7 @@
 //! What rollgate remembers in the bare repository: the append-only journal,
 //! the deploy lock, and the status and log folded from the journal.
 
+pub(crate) mod gitrefs;
 pub(crate) mod journal;
 pub(crate) mod keeper;
 pub(crate) mod lock;

@@ -60,7 +60,18 @@ pub(crate) fn compute(
     rev: &Revision<'_>,
     targets: &[Target],
 ) -> Result<Vec<HostChanges>> {
-    let history = journal::read(repo.path())?;
+    compute_from(repo, repo.path(), rev, targets)
+}
+
+/// [`compute`], with the journal read from `journal_git_dir` (in a clone:
+/// the server's, fetched).
+pub(crate) fn compute_from(
+    repo: &Repository,
+    journal_git_dir: &std::path::Path,
+    rev: &Revision<'_>,
+    targets: &[Target],
+) -> Result<Vec<HostChanges>> {
+    let history = journal::read(journal_git_dir)?;
     let rev_id = rev
         .snapshot
         .commit_id()

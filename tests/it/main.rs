@@ -9,6 +9,7 @@
 mod support;
 
 mod break_glass;
+mod clone;
 mod fleet;
 mod git_checks;
 mod help;

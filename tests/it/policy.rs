@@ -131,7 +131,11 @@ fn deploy_ref_refuses_a_revision_not_on_main_unless_unmerged() {
         .assert_contains(&format!("{} is not on the deploy branch main", &x[..10]))
         .assert_contains("unmerged = true");
     f.assert_on("server04", &a, SSHD_96);
-    assert_eq!(f.env.remote_ref("refs/deploy/canary"), None);
+    // The ref names what canary runs (published after the first push).
+    assert_eq!(
+        f.env.remote_ref("refs/deploy/canary").as_deref(),
+        Some(a.as_str())
+    );
 
     // The admin allows unmerged revisions: the same push deploys.
     edit_policy(&f.env, "unmerged = false", "unmerged = true");

@@ -702,7 +702,8 @@ fn unknown_or_invalid_revisions_are_refused_naming_them_and_touch_nothing() {
     );
 
     // The push form is as guarded: both are rejected, and the deploy ref
-    // is not created.
+    // does not move (it names what canary runs).
+    let canary_before = w.env.remote_ref("refs/deploy/canary");
     for bad in [&bad_toml, &bad_sshd] {
         let out = w.git_push(&["-f", "origin", &format!("{bad}:refs/deploy/canary")]);
         out.assert_code(1)
@@ -710,8 +711,8 @@ fn unknown_or_invalid_revisions_are_refused_naming_them_and_touch_nothing() {
             .assert_contains(short(bad));
         assert_eq!(
             w.env.remote_ref("refs/deploy/canary"),
-            None,
-            "a rejected push created the deploy ref\n{out}"
+            canary_before,
+            "a rejected push moved the deploy ref\n{out}"
         );
         assert_eq!(
             w.all_trees(),

@@ -1115,8 +1115,10 @@ fn gitolite_branch_permissions_allow_erin_dev_and_deny_her_main() {
     s.assert_refused(&out, MAIN, Some(&a));
     out.assert_contains("DENIED");
     // Of a revision the policy would deploy (main's tip): gitolite decides.
-    let out = s.push_as("erin", &[], &[&format!("{a}:refs/deploy/canary")]);
-    s.assert_refused(&out, "refs/deploy/canary", None);
+    // (Not canary: refs/deploy/canary already names `a`, what canary runs,
+    // and git would say "Everything up-to-date".)
+    let out = s.push_as("erin", &[], &[&format!("{a}:refs/deploy/farm")]);
+    s.assert_refused(&out, "refs/deploy/farm", None);
     out.assert_contains("DENIED");
 
     s.assert_clean();
