@@ -9,8 +9,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 
 bash "$top/.ci/install-deps"
-cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml"
-rollgate="${CARGO_TARGET_DIR:-$top/target}/release/rollgate"
+# ROLLGATE_BIN=/path/to/rollgate runs the demo with a binary built already.
+if [ -n "${ROLLGATE_BIN:-}" ]; then
+    rollgate=$ROLLGATE_BIN
+else
+    cargo build --release --locked --quiet --manifest-path "$top/Cargo.toml"
+    rollgate="${CARGO_TARGET_DIR:-$top/target}/release/rollgate"
+fi
 
 demo=$(mktemp -d "${TMPDIR:-/tmp}/rollgate-demo.XXXXXX")
 if [ "${1:-}" = "--clean" ]; then trap 'rm -rf "$demo"' EXIT; fi
