@@ -329,6 +329,16 @@ impl Fleet {
         Running::spawn(cmd)
     }
 
+    /// Waits until no process holds the deploy lock. After a hook is killed,
+    /// its commands' supervisors hold it until they have killed everything,
+    /// which can be after git's client has returned.
+    pub fn wait_until_unlocked(&self) {
+        let lock = self.env.remote().join("rollgate/lock");
+        wait_until("the deploy lock to be released", || {
+            fs::File::open(&lock).unwrap().try_lock().is_ok()
+        });
+    }
+
     // ---- what rollgate recorded ------------------------------------------------
 
     pub fn journal_path(&self) -> PathBuf {

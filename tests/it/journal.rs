@@ -86,6 +86,7 @@ fn after_a_killed_hook_a_later_deploy_of_the_same_hosts_reads_ok_not_interrupted
     .unwrap();
     f.assert_rejected(&push.finish(), Some(&a));
     groups.kill_all();
+    f.wait_until_unlocked();
     for h in ["server01", "server02"] {
         let s = f.status_of(h);
         assert_eq!(

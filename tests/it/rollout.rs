@@ -9,8 +9,8 @@
 use std::fs;
 
 use crate::fleet::{
-    Fleet, Groups, Interval, MAIN, Running, Spec, Tree, cwd_of, group, parent_of, sh, timed_deploy,
-    wait_until,
+    Fleet, Groups, Interval, MAIN, Running, Spec, Tree, cwd_of, group, group_alive, parent_of, sh,
+    timed_deploy, wait_until,
 };
 use crate::support::{SSHD_92, SSHD_96, path_str};
 
@@ -939,6 +939,16 @@ fn hook_killed_mid_deploy_leaves_no_stale_lock_and_status_shows_interrupted() {
 
     f.assert_rejected(&out, Some(&a));
     assert!(!f.hosts.join("server03.started").exists());
+    // The supervisors learn of the hook's death, kill its deploys, and only
+    // then let go of the deploy lock they share; until then status rightly
+    // counts the run as live. git's client may return before that.
+    for pgid in &groups.0 {
+        wait_until(
+            &format!("the killed run's deploy {pgid} to be killed"),
+            || !group_alive(*pgid),
+        );
+    }
+    f.wait_until_unlocked();
     // status reads the journal the killed run left: the hosts it was
     // deploying are interrupted, the rest as they were.
     for h in ["server01", "server02"] {
