@@ -19,10 +19,13 @@
 //!   and it holds a shared lock on every live work tree: a killed run's lock
 //!   and trees stay held until its supervisors have killed everything.
 //!
-//! Consequence: an `ssh` ControlPersist master that a command starts is
-//! killed with that command (the next command opens a new connection). A
-//! master started outside rollgate (same `ControlPath`) is not a descendant,
-//! and commands reuse it.
+//! One exception: an OpenSSH connection master (`ControlPersist`) that a
+//! command started is left to its own timer when the command exits by
+//! itself. It runs no command of the run, only carries later sessions to the
+//! same host, and killing it would make every command pay a new key exchange
+//! (136 ms of CPU each with OpenSSH's default). It is recognised by what
+//! OpenSSH makes of it (the `ssh` binary, root-owned, titled `ssh: PATH
+//! [mux]`), and killed like anything else on a timeout or when rollgate dies.
 //!
 //! rollgate reads the output pipe with `poll`, never blocking on a pipe that
 //! some escaped process might keep open: once the supervisor has gone, the
@@ -553,7 +556,7 @@ fn supervise(args: &[OsString]) -> std::io::Result<String> {
     let pgid = Pid::from_raw(child.id() as i32);
     if nix::unistd::getppid().as_raw() != parent {
         // rollgate died before the parent-death signal was set.
-        kill_tree(pgid);
+        kill_tree(pgid, Spare::Nothing);
         return Ok("signal 9\n".into());
     }
     let (tx, rx) = mpsc::channel();
@@ -580,19 +583,32 @@ fn supervise(args: &[OsString]) -> std::io::Result<String> {
         Err(mpsc::RecvTimeoutError::Timeout) => "timeout\n".into(),
         Ok(Ended::Signalled) | Err(mpsc::RecvTimeoutError::Disconnected) => "signal 9\n".into(),
     };
-    kill_tree(pgid);
+    // Only a command that ended by itself leaves its ssh masters behind.
+    let spare = if line.starts_with("exit ") {
+        Spare::SshMasters
+    } else {
+        Spare::Nothing
+    };
+    kill_tree(pgid, spare);
     drop(held);
     Ok(line)
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Spare {
+    Nothing,
+    SshMasters,
+}
+
 /// Kills the command's process group and every descendant of this process
 /// (a subreaper: orphans of the tree are re-parented here), until none is
-/// left, so no daemon, `setsid` child or double fork survives the command.
-fn kill_tree(pgid: Pid) {
+/// left but what `spare` keeps, so no daemon, `setsid` child or double fork
+/// survives the command.
+fn kill_tree(pgid: Pid, spare: Spare) {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let _ = killpg(pgid, Signal::SIGKILL);
-        for pid in descendants() {
+        for pid in descendants(spare) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         loop {
@@ -603,6 +619,11 @@ fn kill_tree(pgid: Pid) {
                 Err(_) => return,
             }
         }
+        // Only spared processes left (a spared master is still our child,
+        // so waitpid never says ECHILD): done.
+        if killpg(pgid, None).is_err() && descendants(spare).is_empty() {
+            return;
+        }
         if Instant::now() >= until {
             return;
         }
@@ -610,8 +631,10 @@ fn kill_tree(pgid: Pid) {
     }
 }
 
-/// Every descendant of this process, from `/proc/<pid>/task/<tid>/children`.
-fn descendants() -> Vec<i32> {
+/// Every descendant of this process, from `/proc/<pid>/task/<tid>/children`,
+/// leaving out what `spare` keeps, with everything under it (a master's
+/// `ProxyJump` connection is part of it).
+fn descendants(spare: Spare) -> Vec<i32> {
     let mut found = Vec::new();
     let mut todo = vec![std::process::id() as i32];
     while let Some(pid) = todo.pop() {
@@ -623,6 +646,9 @@ fn descendants() -> Vec<i32> {
                 continue;
             };
             for child in text.split_whitespace().filter_map(|s| s.parse().ok()) {
+                if spare == Spare::SshMasters && is_ssh_master(child) {
+                    continue;
+                }
                 if !found.contains(&child) {
                     found.push(child);
                     todo.push(child);
@@ -631,6 +657,27 @@ fn descendants() -> Vec<i32> {
         }
     }
     found
+}
+
+/// An OpenSSH connection master gone to the background: a root-owned `ssh`
+/// binary that nobody else may write (a copy under another name or owner
+/// does not count) and that retitled itself `ssh: CONTROL_PATH [mux]`.
+fn is_ssh_master(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
+    let system_ssh = exe.file_name().is_some_and(|n| n == "ssh")
+        && std::fs::metadata(&exe).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0);
+    if !system_ssh {
+        return false;
+    }
+    // The new title overwrites the old argv in place; the rest is NULs.
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let end = c.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        let title = &c[..end];
+        title.starts_with(b"ssh: ") && title.ends_with(b" [mux]")
+    })
 }
 
 #[cfg(test)]

@@ -255,3 +255,131 @@ fn deploys_over_ssh_to_the_canary_only_then_everywhere_with_all() {
     }
     f.assert_clean();
 }
+
+/// The README's connection reuse: `ControlMaster auto` + `ControlPersist`.
+/// The master the first command of a run opens carries the run's later
+/// commands, and the next run's, since rollgate leaves a master alone when
+/// the command that opened it ended by itself. A master whose command timed
+/// out dies with it, and a process that only calls itself a master is
+/// killed like any other leftover.
+#[test]
+fn a_controlpersist_master_serves_later_commands_and_runs_but_dies_with_a_timed_out_one() {
+    let f = Fleet::new();
+    let env = &f.env;
+    let client_key = env.path("keys/client_key");
+    keygen(env, &client_key);
+    let mut daemons = Daemons(vec![start_sshd(
+        env,
+        "c",
+        "127.0.0.4",
+        &env.path("keys/client_key.pub"),
+    )]);
+    let cm = env.path("cm");
+    fs::create_dir_all(&cm).unwrap();
+    let root = env.path("machine");
+    fs::create_dir_all(&root).unwrap();
+    // The ControlPath as the README sets it, and one apart for the command
+    // that times out, so its master can be told from the others.
+    let ssh_with = |path: &str| {
+        format!(
+            "{SSH_OPTS} -o ControlMaster=auto -o ControlPath={}/{path} -o ControlPersist=60",
+            path_str(&cm)
+        )
+    };
+    let ssh_argv = |path: &str, tail: &[&str]| {
+        let mut v = vec!["ssh".to_string()];
+        v.extend(ssh_with(path).split_whitespace().map(String::from));
+        v.push("root@{host}".into());
+        v.extend(tail.iter().map(|s| s.to_string()));
+        v
+    };
+    let mut spec = Spec::standard();
+    spec.deploy = [
+        "rsync",
+        "-a",
+        "--checksum",
+        "--mkpath",
+        "-e",
+        &format!("ssh {}", ssh_with("%C")),
+        "{dir}/",
+        "root@{host}:{root}/etc/ssh/",
+    ]
+    .map(String::from)
+    .to_vec();
+    spec.service.push(format!(
+        "reload = {}",
+        crate::support::argv(&ssh_argv("%C", &["touch", "{root}/reloaded"]))
+    ));
+    spec.health = Some(ssh_argv("%C", &["test", "-f", "{root}/reloaded"]));
+    let mut canary = group("canary", &["127.0.0.4"], 1, "9.6");
+    canary.root = Some(root.clone());
+    canary.extra = vec![
+        ("port".into(), daemons.0[0].port.to_string()),
+        ("key".into(), path_str(&client_key).to_string()),
+    ];
+    spec.groups = vec![canary];
+    env.bare_repo();
+    env.clone_repo();
+    env.write_infra();
+    f.write_spec(&spec);
+    let a = env.commit("over ssh, with connection reuse");
+
+    // Cold: deploy (rsync), reload and health, one login between them.
+    let out = env.push(&[]);
+    f.assert_landed(&out, &a);
+    assert_eq!(
+        logins(&daemons.0[0]),
+        1,
+        "one connection for the run\n{out}"
+    );
+    let masters = || env.processes_matching(&format!("{}/.* \\[mux\\]", path_str(&cm)));
+    assert_eq!(masters().len(), 1, "{:#?}", masters());
+
+    // Warm: the next run logs in no more. Its reload leaves a process that
+    // only calls itself a master; its health times out on a master of its
+    // own: both are killed, the push is rejected and the host put back
+    // (through the first master still).
+    let fake = format!("exec -a 'ssh: {}/fake [mux]' sleep 60", path_str(&cm));
+    spec.service = vec![
+        format!(
+            "reload = {}",
+            crate::support::argv(&["setsid", "-f", "bash", "-c", &fake])
+        ),
+        "timeout = \"3s\"".into(),
+        // One try: each retry would open (and lose) a master of its own.
+        "health_wait = \"1s\"".into(),
+    ];
+    spec.health = Some(ssh_argv("slow-%C", &["sleep", "30"]));
+    f.write_spec(&spec);
+    let b = env.commit("a health check that hangs");
+    let out = env.push(&[]);
+    f.assert_rejected(&out, Some(&a));
+    out.assert_contains("timed out after 3s");
+    assert_eq!(
+        logins(&daemons.0[0]),
+        2,
+        "only the hung health logged in\n{out}"
+    );
+    let left = masters();
+    assert_eq!(left.len(), 1, "{left:#?}");
+    assert!(
+        !left[0].contains("slow-") && !left[0].contains("fake"),
+        "{left:#?}"
+    );
+    assert_eq!(f.status_of("127.0.0.4")["rev"], a.as_str());
+    let _ = b;
+
+    // The master goes when asked (as ControlPersist would end it).
+    let pid: i32 = left[0].split_whitespace().next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_until("the ssh master to exit", || masters().is_empty());
+    for d in &mut daemons.0 {
+        stop(d);
+    }
+    daemons.0.clear();
+    f.assert_clean();
+}
