@@ -48,7 +48,8 @@ pub(crate) fn check_dirs(
         return Ok(Vec::new());
     }
     // A sandbox that cannot start is a refusal (exit 1) with a hint; it is
-    // reported once, where the error ends up.
+    // reported once, where the error ends up: found when setting it up, or
+    // when a check fails (`ensure_works`, before that failure is shown).
     let runner = Runner::new(git_dir, worktree)?;
     let runner = &runner;
     let started = Instant::now();
@@ -78,6 +79,7 @@ pub(crate) fn check_dirs(
         for result in rx {
             let result = result?;
             if !result.failures.is_empty() {
+                runner.ensure_works()?;
                 failed += 1;
             }
             for f in &result.failures {

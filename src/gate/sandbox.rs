@@ -54,6 +54,11 @@ pub(crate) struct Sandbox {
     /// `{worktree}` and relative paths mean what they mean outside).
     worktree: PathBuf,
     var_dirs: Vec<String>,
+    /// The policy file to name in the hint when the sandbox cannot start.
+    policy: String,
+    /// Whether an empty run starts, once asked: `None` if it does, else
+    /// bwrap's words.
+    works: std::sync::OnceLock<Option<String>>,
 }
 
 /// Whether the server's policy (`<git_dir>/rollgate/policy.toml`, never a
@@ -91,21 +96,24 @@ impl Runner {
                 .to_string(),
             None => "the repository's rollgate/policy.toml".to_string(),
         };
-        let sandbox = Sandbox::new(worktree).map_err(|e| {
-            let who = if nix::unistd::geteuid().is_root() {
-                format!("uid {SANDBOX_ID}, as the hook runs as root")
-            } else {
-                "the hook user".to_string()
-            };
-            anyhow::Error::new(
-                UserError::failed(format!("the check sandbox cannot start: {e:#}")).hint(format!(
-                    "checks run under bubblewrap (Debian package `bubblewrap`, user namespaces \
-                     enabled) as {who}, who must be able to reach the temporary work tree in \
-                     TMPDIR; to run pushed checks bare instead, set `sandbox = false` in {policy}"
-                )),
-            )
-        })?;
+        let sandbox = Sandbox::new(worktree, &policy).map_err(|e| cannot_start(&e, &policy))?;
         Ok(Runner::Sandboxed(sandbox))
+    }
+
+    /// After a check failed: whether the sandbox itself cannot start (no
+    /// user namespaces, a work tree the sandbox user cannot reach), which
+    /// is then the error that rejects the push, instead of every check
+    /// failing. One empty run, the first time it is asked; a gate whose
+    /// checks all pass never pays for it.
+    pub(crate) fn ensure_works(&self) -> Result<()> {
+        let Runner::Sandboxed(sandbox) = self else {
+            return Ok(());
+        };
+        let broken = sandbox.works.get_or_init(|| sandbox.probe().err());
+        match broken {
+            None => Ok(()),
+            Some(said) => Err(cannot_start(&anyhow::anyhow!("{said}"), &sandbox.policy)),
+        }
     }
 
     pub(crate) fn sandboxed(&self) -> bool {
@@ -141,6 +149,22 @@ impl Runner {
             }
         }
     }
+}
+
+/// The push's error when the sandbox cannot start, with what to check.
+fn cannot_start(e: &anyhow::Error, policy: &str) -> anyhow::Error {
+    let who = if nix::unistd::geteuid().is_root() {
+        format!("uid {SANDBOX_ID}, as the hook runs as root")
+    } else {
+        "the hook user".to_string()
+    };
+    anyhow::Error::new(
+        UserError::failed(format!("the check sandbox cannot start: {e:#}")).hint(format!(
+            "checks run under bubblewrap (Debian package `bubblewrap`, user namespaces \
+             enabled) as {who}, who must be able to reach the temporary work tree in \
+             TMPDIR; to run pushed checks bare instead, set `sandbox = false` in {policy}"
+        )),
+    )
 }
 
 /// A failure of `setpriv … bwrap … ARGV` as the pusher knows it: a failure
@@ -187,7 +211,7 @@ fn check_env(private: Option<&Path>) -> Vec<(String, String)> {
 }
 
 impl Sandbox {
-    fn new(worktree: &Worktree) -> Result<Sandbox> {
+    fn new(worktree: &Worktree, policy: &str) -> Result<Sandbox> {
         let bwrap = find("bwrap")?;
         let root = nix::unistd::geteuid().is_root();
         let drop_root = if root {
@@ -208,28 +232,31 @@ impl Sandbox {
             // The sandbox runs as the hook user: nobody else needs in.
             fs::set_permissions(worktree.root(), fs::Permissions::from_mode(0o700))?;
         }
-        let sandbox = Sandbox {
+        Ok(Sandbox {
             drop_root,
             bwrap,
             worktree: worktree.root().to_path_buf(),
             var_dirs: var_skeleton(),
-        };
-        // One empty run, so a sandbox that cannot start (no user
-        // namespaces, a work tree the sandbox user cannot reach) is reported
-        // as that, not as every check failing.
-        let probe = sandbox.argv(&["true".to_string()], worktree.root(), None);
+            policy: policy.to_string(),
+            works: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// One empty run: `Err` with what went wrong if it does not start.
+    fn probe(&self) -> Result<(), String> {
+        let probe = self.argv(&["true".to_string()], &self.worktree, None);
         process::run_in_env(
             &probe,
-            worktree.root(),
+            &self.worktree,
             Duration::from_secs(30),
             &check_env(None),
         )
+        .map(drop)
         .map_err(|f| match f.output().trim() {
-            "" => anyhow::anyhow!("{f}"),
+            "" => f.to_string(),
             // bwrap's own words ("bwrap: Can't find source path …").
-            said => anyhow::anyhow!("{said}"),
-        })?;
-        Ok(sandbox)
+            said => said.to_string(),
+        })
     }
 
     /// `[setpriv …] bwrap OPTIONS -- ARGV`.

@@ -450,7 +450,9 @@ fn a_sandbox_that_cannot_start_rejects_the_push_with_the_reason() {
         .assert_contains("the check sandbox cannot start")
         .assert_contains("Permission denied")
         .assert_contains("hint: ")
-        .assert_contains("sandbox = false");
+        .assert_contains("sandbox = false")
+        // Said once, as the sandbox's fault, not as each check failing.
+        .assert_lacks("FAILED");
     assert_eq!(env.remote_ref(MAIN), None);
     assert!(listing(&private.join("tmp")).is_empty(), "left behind");
     env.assert_tmp_empty();
