@@ -329,6 +329,71 @@ impl Fleet {
         Running::spawn(cmd)
     }
 
+    /// The standard fleet on A everywhere, then a push of B to the farm
+    /// whose deploy hangs, and the hook `kill -9`ed while server01 and
+    /// server02 deploy. Checks on the way that each deploy runs under a
+    /// supervisor that is the hook's child, and returns once the push is
+    /// rejected, the supervisors have killed the deploys, and the lock is
+    /// free. The killed push had `tmp` (returned) as its TMPDIR, since a
+    /// killed hook cannot clean up after itself.
+    pub fn kill_hook_mid_deploy(&self, spec: &mut Spec) -> KilledPush {
+        spec.top.push("lock_wait = \"1s\"".into());
+        let a = self.init(spec);
+        self.assert_landed(&self.env.push(&["-o", "all"]), &a);
+
+        // B's deploy announces itself (hook pid, own pid = its process
+        // group) and then sleeps far longer than the test.
+        spec.deploy = sh(
+            "echo $PPID $$ > {root}/{host}.tmp && mv {root}/{host}.tmp {root}/{host}.started \
+             && sleep 120",
+        );
+        self.write_spec(spec);
+        let b = self.env.commit("a deploy that hangs");
+        let tmp = self.env.path("tmp-killed");
+        fs::create_dir(&tmp).unwrap();
+        let push = self.spawn_push(&[("TMPDIR", path_str(&tmp))], &["-o", "group=farm"]);
+        // Killed on drop should this fail half-way: no deploy left behind.
+        let mut groups = Groups::default();
+        let mut supervisors = Vec::new();
+        for h in ["server01", "server02"] {
+            let marker = self.hosts.join(format!("{h}.started"));
+            wait_until(&format!("{h}'s deploy to start"), || marker.exists());
+            let text = fs::read_to_string(&marker).unwrap();
+            let (ppid, pid) = text.trim().split_once(' ').unwrap();
+            groups.0.push(pid.parse::<i32>().unwrap());
+            supervisors.push(ppid.parse::<u32>().unwrap());
+        }
+        // The hook: `rollgate hook pre-receive` running in this bare repo.
+        let remote = self.env.remote().canonicalize().unwrap();
+        let hooks: Vec<u32> = self
+            .env
+            .processes_matching("rollgate hook pre-receive")
+            .iter()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .filter(|pid| cwd_of(*pid).is_some_and(|c| c == remote))
+            .collect();
+        assert_eq!(hooks.len(), 1, "hook processes: {hooks:?}");
+        assert!(
+            supervisors.iter().all(|p| parent_of(*p) == Some(hooks[0])),
+            "the deploys' parents {supervisors:?} are not children of the hook {hooks:?}"
+        );
+        nix::sys::signal::kill(Pid::from_raw(hooks[0] as i32), Signal::SIGKILL).unwrap();
+        let out = push.finish();
+        self.assert_rejected(&out, Some(&a));
+        // The supervisors learn of the hook's death, kill its deploys, and
+        // only then let go of the deploy lock they share; until then status
+        // rightly counts the run as live. git's client may return first.
+        for pgid in &groups.0 {
+            wait_until(
+                &format!("the killed run's deploy {pgid} to be killed"),
+                || !group_alive(*pgid),
+            );
+        }
+        groups.0.clear();
+        self.wait_until_unlocked();
+        KilledPush { a, b, tmp }
+    }
+
     /// Waits until no process holds the deploy lock. After a hook is killed,
     /// its commands' supervisors hold it until they have killed everything,
     /// which can be after git's client has returned.
@@ -408,6 +473,14 @@ impl Fleet {
             "processes of this test still running: {left:#?}"
         );
     }
+}
+
+/// What [`Fleet::kill_hook_mid_deploy`] leaves: A everywhere before, B the
+/// killed push's revision, and that push's TMPDIR.
+pub struct KilledPush {
+    pub a: String,
+    pub b: String,
+    pub tmp: PathBuf,
 }
 
 fn as_array(v: Value) -> Vec<Value> {
@@ -781,19 +854,6 @@ impl Drop for Running {
 /// by a killed hook): killed on drop, so a failing test leaves none.
 #[derive(Default)]
 pub struct Groups(pub Vec<i32>);
-
-impl Groups {
-    /// SIGKILLs every group now and checks that none has a member left.
-    #[track_caller]
-    pub fn kill_all(&mut self) {
-        for pgid in self.0.drain(..) {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-            wait_until(&format!("process group {pgid} to be gone"), || {
-                !group_alive(pgid)
-            });
-        }
-    }
-}
 
 impl Drop for Groups {
     fn drop(&mut self) {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::fleet::{Fleet, Groups, Spec, cwd_of, sh, timed_deploy, wait_until};
+use crate::fleet::{Fleet, KilledPush, Spec, sh, timed_deploy};
 use crate::support::{SSHD_92, SSHD_96, path_str};
 
 /// Every journal file, oldest first: sealed segments, then the active one.
@@ -39,54 +39,11 @@ fn rollgate_json(f: &Fleet, args: &[&str]) -> Vec<Value> {
 fn after_a_killed_hook_a_later_deploy_of_the_same_hosts_reads_ok_not_interrupted() {
     let f = Fleet::new();
     let mut spec = Spec::standard();
-    spec.top.push("lock_wait = \"1s\"".into());
-    let a = f.init(&spec);
-    f.assert_landed(&f.env.push(&["-o", "all"]), &a);
-
-    // B's deploy announces itself (hook pid, own process group) and hangs.
-    spec.deploy = sh(
-        "echo $PPID $$ > {root}/{host}.tmp && mv {root}/{host}.tmp {root}/{host}.started \
-         && sleep 120",
-    );
-    f.write_spec(&spec);
-    let b = f.env.commit("a deploy that hangs");
-    let killed_tmp = f.env.path("tmp-killed");
-    fs::create_dir(&killed_tmp).unwrap();
-    let mut groups = Groups::default();
-    let push = f.spawn_push(&[("TMPDIR", path_str(&killed_tmp))], &["-o", "group=farm"]);
-    let mut parents = Vec::new();
-    for h in ["server01", "server02"] {
-        let marker = f.hosts.join(format!("{h}.started"));
-        wait_until(&format!("{h}'s deploy to start"), || marker.exists());
-        let text = fs::read_to_string(&marker).unwrap();
-        let (ppid, pid) = text.trim().split_once(' ').unwrap();
-        groups.0.push(pid.parse().unwrap());
-        parents.push(ppid.parse::<u32>().unwrap());
-    }
-    let remote = f.env.remote().canonicalize().unwrap();
-    let hooks: Vec<u32> = f
-        .env
-        .processes_matching("rollgate hook pre-receive")
-        .iter()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .filter(|pid| cwd_of(*pid).is_some_and(|c| c == remote))
-        .collect();
-    assert_eq!(hooks.len(), 1, "hook processes: {hooks:?}");
-    // Each deploy runs under its supervisor, a child of the hook.
-    assert!(
-        parents
-            .iter()
-            .all(|p| crate::fleet::parent_of(*p) == Some(hooks[0])),
-        "{parents:?} are not supervised by the hook {hooks:?}"
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(hooks[0] as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    f.assert_rejected(&push.finish(), Some(&a));
-    groups.kill_all();
-    f.wait_until_unlocked();
+    let KilledPush {
+        a,
+        b,
+        tmp: killed_tmp,
+    } = f.kill_hook_mid_deploy(&mut spec);
     for h in ["server01", "server02"] {
         let s = f.status_of(h);
         assert_eq!(

@@ -9,8 +9,7 @@
 use std::fs;
 
 use crate::fleet::{
-    Fleet, Groups, Interval, MAIN, Running, Spec, Tree, cwd_of, group, group_alive, parent_of, sh,
-    timed_deploy, wait_until,
+    Fleet, Interval, KilledPush, MAIN, Running, Spec, Tree, group, sh, timed_deploy, wait_until,
 };
 use crate::support::{SSHD_92, SSHD_96, path_str};
 
@@ -886,69 +885,13 @@ fn second_push_waits_for_the_lock_and_deploys_after_the_first() {
 fn hook_killed_mid_deploy_leaves_no_stale_lock_and_status_shows_interrupted() {
     let f = Fleet::new();
     let mut spec = Spec::standard();
-    spec.top.push("lock_wait = \"1s\"".into());
-    let a = f.init(&spec);
-    let out = f.env.push(&["-o", "all"]);
-    f.assert_landed(&out, &a);
+    let KilledPush {
+        a,
+        b,
+        tmp: killed_tmp,
+    } = f.kill_hook_mid_deploy(&mut spec);
 
-    // B's deploy announces itself (hook pid, own pid = its process group)
-    // and then sleeps far longer than the test.
-    spec.deploy = sh(
-        "echo $PPID $$ > {root}/{host}.tmp && mv {root}/{host}.tmp {root}/{host}.started \
-         && sleep 120",
-    );
-    f.write_spec(&spec);
-    let b = f.env.commit("a deploy that hangs");
-    // The killed hook cannot clean up after itself: give it its own TMPDIR.
-    let killed_tmp = f.env.path("tmp-killed");
-    fs::create_dir(&killed_tmp).unwrap();
-    let mut groups = Groups::default();
-    let push = f.spawn_push(&[("TMPDIR", path_str(&killed_tmp))], &["-o", "group=farm"]);
-    let mut started = Vec::new();
-    for h in ["server01", "server02"] {
-        let marker = f.hosts.join(format!("{h}.started"));
-        wait_until(&format!("{h}'s deploy to start"), || marker.exists());
-        let text = fs::read_to_string(&marker).unwrap();
-        let (ppid, pid) = text.trim().split_once(' ').unwrap();
-        groups.0.push(pid.parse().unwrap());
-        started.push(ppid.parse::<u32>().unwrap());
-    }
-
-    // Find the hook: `rollgate hook pre-receive` running in this bare repo.
-    let remote = f.env.remote().canonicalize().unwrap();
-    let hooks: Vec<u32> = f
-        .env
-        .processes_matching("rollgate hook pre-receive")
-        .iter()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .filter(|pid| cwd_of(*pid).is_some_and(|c| c == remote))
-        .collect();
-    assert_eq!(hooks.len(), 1, "hook processes: {hooks:?}");
-    // Each deploy runs under a supervisor (a child of the hook).
-    let supervisors: Vec<Option<u32>> = started.iter().map(|p| parent_of(*p)).collect();
-    assert!(
-        supervisors.iter().all(|p| *p == Some(hooks[0])),
-        "the deploys' parents {started:?} are not children of the hook {hooks:?}"
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(hooks[0] as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let out = push.finish();
-
-    f.assert_rejected(&out, Some(&a));
     assert!(!f.hosts.join("server03.started").exists());
-    // The supervisors learn of the hook's death, kill its deploys, and only
-    // then let go of the deploy lock they share; until then status rightly
-    // counts the run as live. git's client may return before that.
-    for pgid in &groups.0 {
-        wait_until(
-            &format!("the killed run's deploy {pgid} to be killed"),
-            || !group_alive(*pgid),
-        );
-    }
-    f.wait_until_unlocked();
     // status reads the journal the killed run left: the hosts it was
     // deploying are interrupted, the rest as they were.
     for h in ["server01", "server02"] {
@@ -969,7 +912,6 @@ fn hook_killed_mid_deploy_leaves_no_stale_lock_and_status_shows_interrupted() {
         "{s3:#}"
     );
     assert_eq!(f.log()[0]["result"], "interrupted");
-    groups.kill_all();
 
     // A normal push right away: the lock died with the hook.
     spec.deploy = timed_deploy(None);
