@@ -11,13 +11,20 @@
 //! - it is a child subreaper, so every descendant of the command, even one
 //!   that left the process group with `setsid` or double-forked, stays its
 //!   descendant and can be found (`/proc/<pid>/task/*/children`) and killed;
-//! - it gets SIGTERM when rollgate dies (`PR_SET_PDEATHSIG`, set on itself,
+//! - it gets a signal when rollgate dies (`PR_SET_PDEATHSIG`, set on itself,
 //!   so no `pre_exec` and no unsafe code), and then kills the whole tree;
 //! - when the command exits or times out it kills whatever the command left
-//!   behind, then reports how the command ended on its own status pipe;
-//! - its stdin is the deploy lock's file descriptor while a deploy holds it,
-//!   and it holds a shared lock on every live work tree: a killed run's lock
-//!   and trees stay held until its supervisors have killed everything.
+//!   behind, then reports how the command ended and its bounded output;
+//! - it holds the deploy lock's file descriptor while a deploy holds it, and
+//!   a shared lock on every live work tree: a killed run's lock and trees
+//!   stay held until its supervisors have killed everything.
+//!
+//! A supervisor serves one command at a time, and is kept for the next one
+//! (a line of JSON on its stdin; the report comes back on its stdout):
+//! starting a process per command cost about 2 ms of CPU each, as much as a
+//! small deploy command itself. Idle supervisors are ended whenever what
+//! they must hold changes, so none holds the deploy lock once it is no
+//! longer shared.
 //!
 //! One exception: an OpenSSH connection master (`ControlPersist`) that a
 //! command started is left to its own timer when the command exits by
@@ -27,9 +34,10 @@
 //! OpenSSH makes of it (the `ssh` binary, root-owned, titled `ssh: PATH
 //! [mux]`), and killed like anything else on a timeout or when rollgate dies.
 //!
-//! rollgate reads the output pipe with `poll`, never blocking on a pipe that
-//! some escaped process might keep open: once the supervisor has gone, the
-//! output is read for a short grace period and then left.
+//! Neither side blocks on a pipe that some escaped process might keep open:
+//! once a command's tree is gone, its output is read for a short grace
+//! period and then left, and rollgate waits for a report at most the
+//! command's timeout plus a backstop.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -186,63 +194,49 @@ fn run_with_env(
         }
         (false, None) => which::which(&program).unwrap_or_else(|_| program.clone().into()),
     };
-    let (out_r, out_w) = std::io::pipe().map_err(not_started)?;
-    let (status_r, status_w) = std::io::pipe().map_err(not_started)?;
-    // /proc/self/exe, not current_exe(): it still runs this binary after a
-    // package upgrade replaced (deleted) the file a running hook came from.
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("rollgate")
-        .arg(SUPERVISE)
-        .arg(timeout.as_millis().to_string())
-        .arg(std::process::id().to_string());
-    let stdin = {
-        let held = holds();
-        for tree in &held.trees {
-            cmd.arg("--hold").arg(tree);
-        }
-        if let Some(input) = input {
-            cmd.arg("--stdin").arg(input);
-        }
-        match &held.deploy_lock {
-            Some(lock) => Stdio::from(lock.try_clone().map_err(not_started)?),
-            None => Stdio::null(),
-        }
+    let utf8 = |p: &Path| {
+        p.to_str()
+            .map(String::from)
+            .ok_or_else(|| not_started(std::io::Error::other(format!("{p:?} is not UTF-8"))))
     };
-    cmd.arg("--")
-        .arg(&path)
-        .args(&argv[1..])
-        .current_dir(cwd)
-        .stdin(stdin)
-        .stdout(out_w)
-        .stderr(status_w);
-    // Children must not see the hook's GIT_DIR or quarantine: a deploy
-    // command that runs git would otherwise act on this repository.
-    for name in git_env_names() {
-        cmd.env_remove(name);
-    }
-    if let Some(env) = env {
-        // The supervisor passes its environment on to the command as it is.
-        cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
-    }
+    let mut full = vec![utf8(&path)?];
+    full.extend(argv[1..].iter().cloned());
+    let request = Request {
+        argv: full,
+        cwd: utf8(cwd)?,
+        timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
+        env: env.map(<[(String, String)]>::to_vec),
+        stdin: input.map(utf8).transpose()?,
+    };
     crate::ui::debug(format_args!(
         "run {argv:?} in {} (timeout {})",
         cwd.display(),
         humantime::format_duration(timeout)
     ));
-    let spawned = cmd.spawn();
-    // The write ends live in `cmd`: close them here, or the pipes never end.
-    drop(cmd);
-    let mut supervisor = spawned.map_err(not_started)?;
-    let read = read_until_gone(out_r, status_r, supervisor.id(), timeout + BACKSTOP);
-    let waited = supervisor.wait();
-    let output = read.output.text();
-    let report = String::from_utf8_lossy(&read.status).into_owned();
+    let mut worker = Worker::take().map_err(not_started)?;
+    let report = match worker.run(&request, timeout + BACKSTOP) {
+        Ok(report) => {
+            worker.give_back();
+            report
+        }
+        Err(why) => {
+            // Killed and waited for by its drop; the next command gets a
+            // new supervisor.
+            drop(worker);
+            return Err(Failure::Exited {
+                program,
+                status: format!("its supervisor ending unexpectedly ({why})"),
+                output: String::new(),
+            });
+        }
+    };
+    let output = report.output;
     crate::ui::debug(format_args!(
         "{program}: {}, {} bytes of output",
-        report.trim(),
+        report.status,
         output.len()
     ));
-    let mut words = report.split_whitespace();
+    let mut words = report.status.split_whitespace();
     match (words.next(), words.next()) {
         (Some("exit"), Some("0")) => Ok(Finished { output }),
         (Some("exit"), Some(code)) => Err(Failure::Exited {
@@ -262,101 +256,213 @@ fn run_with_env(
         }),
         (Some("spawn"), Some(errno)) => Err(not_started(match errno.parse::<i32>() {
             Ok(n) if n > 0 => std::io::Error::from_raw_os_error(n),
-            _ => std::io::Error::other(report.trim().to_string()),
+            _ => std::io::Error::other(report.status.clone()),
         })),
         _ => Err(Failure::Exited {
             program,
-            status: format!(
-                "its supervisor ending unexpectedly ({})",
-                match waited {
-                    Ok(s) => describe_status(s),
-                    Err(e) => e.to_string(),
-                }
-            ),
+            status: format!("its supervisor ending unexpectedly ({})", report.status),
             output,
         }),
     }
 }
 
-struct Drained {
-    output: Bounded,
-    status: Vec<u8>,
+/// One command for a supervisor: a line of JSON on its stdin.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Request {
+    /// The program (resolved), then its arguments.
+    argv: Vec<String>,
+    cwd: String,
+    timeout_ms: u64,
+    /// Exactly the command's environment; `None`: the supervisor's own.
+    env: Option<Vec<(String, String)>>,
+    /// A file to open as the command's stdin; `None`: /dev/null.
+    stdin: Option<String>,
 }
 
-/// Reads the command's output and the supervisor's status report until the
-/// supervisor has gone, then whatever output arrives within [`DRAIN_GRACE`].
-/// A supervisor still there after `backstop` is sent SIGTERM (it then kills
-/// its tree), and SIGKILL a little later.
-fn read_until_gone(
-    mut out: std::io::PipeReader,
-    mut status: std::io::PipeReader,
-    supervisor: u32,
-    backstop: Duration,
-) -> Drained {
-    let started = Instant::now();
-    let mut output = Bounded::default();
-    let mut report = Vec::new();
-    let (mut out_open, mut status_open) = (true, true);
-    let mut gone_at: Option<Instant> = None;
-    let mut signalled = 0;
-    // Small: a wide batch runs many commands at once.
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        if !status_open && gone_at.is_none() {
-            gone_at = Some(Instant::now());
-        }
-        if !out_open && !status_open {
-            break;
-        }
-        if gone_at.is_some_and(|t| t.elapsed() >= DRAIN_GRACE) {
-            break;
-        }
-        if started.elapsed() >= backstop + Duration::from_secs(signalled * 5) && status_open {
-            let pid = Pid::from_raw(supervisor as i32);
-            let sig = if signalled == 0 {
-                Signal::SIGTERM
-            } else {
-                Signal::SIGKILL
-            };
-            let _ = kill(pid, sig);
-            signalled += 1;
-        }
-        let mut fds = Vec::with_capacity(2);
-        if out_open {
-            fds.push(PollFd::new(out.as_fd(), PollFlags::POLLIN));
-        }
-        if status_open {
-            fds.push(PollFd::new(status.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, PollTimeout::from(100u16)) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        let mut ready = ready.into_iter();
-        if out_open && ready.next() == Some(true) {
-            match out.read(&mut buf) {
-                Ok(0) | Err(_) => out_open = false,
-                Ok(n) => output.push(&buf[..n]),
+/// How a command ended, as its supervisor reports it: a line `STATUS\tLEN`
+/// (`exit N`, `signal N`, `timeout`, `spawn ERRNO`), then LEN bytes of the
+/// command's (bounded) output.
+struct Report {
+    status: String,
+    output: String,
+}
+
+/// A supervisor process serving one command at a time, kept between
+/// commands: starting a process per command doubled the cost of a small
+/// deploy command (about 2 ms of CPU each, `bench/run`'s fan-out).
+struct Worker {
+    child: std::process::Child,
+    /// `None` once closed: the supervisor then exits.
+    requests: Option<std::process::ChildStdin>,
+    responses: std::process::ChildStdout,
+    /// What it holds (see [`Holds`]); a worker from before a change is
+    /// not reused.
+    generation: u64,
+}
+
+impl Worker {
+    /// An idle supervisor holding what commands started now must hold, or
+    /// a new one.
+    fn take() -> std::io::Result<Worker> {
+        let (generation, trees, lock) = {
+            let mut held = holds();
+            if let Some(w) = held.idle.pop() {
+                return Ok(w);
             }
+            let lock = match &held.deploy_lock {
+                Some(lock) => Some(lock.try_clone()?),
+                None => None,
+            };
+            (held.generation, held.trees.clone(), lock)
+        };
+        // /proc/self/exe, not current_exe(): it still runs this binary after
+        // a package upgrade replaced (deleted) the file a running hook came
+        // from.
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0("rollgate")
+            .arg(SUPERVISE)
+            .arg(std::process::id().to_string());
+        for tree in &trees {
+            cmd.arg("--hold").arg(tree);
         }
-        if status_open && ready.next() == Some(true) {
-            match status.read(&mut buf) {
-                Ok(0) | Err(_) => status_open = false,
-                // The report is one short line; anything longer is not one.
-                Ok(n) if report.len() < 4096 => report.extend_from_slice(&buf[..n]),
+        // Its stderr is the deploy lock: the one descriptor Command passes
+        // on besides stdin and stdout, which carry the requests and reports.
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(lock.map_or_else(Stdio::null, Stdio::from));
+        // Children must not see the hook's GIT_DIR or quarantine: a deploy
+        // command that runs git would otherwise act on this repository.
+        for name in git_env_names() {
+            cmd.env_remove(name);
+        }
+        let mut child = spawn_from_a_lasting_thread(cmd)?;
+        let requests = child.stdin.take();
+        let responses = child.stdout.take().expect("stdout is piped");
+        Ok(Worker {
+            child,
+            requests,
+            responses,
+            generation,
+        })
+    }
+
+    /// Back to the idle ones, unless what commands must hold has changed.
+    fn give_back(self) {
+        let mut held = holds();
+        if held.generation == self.generation {
+            held.idle.push(self);
+        } else {
+            drop(held);
+            drop(self);
+        }
+    }
+
+    /// Sends `request` and waits for its report. A supervisor still silent
+    /// after `backstop` (it enforces the timeout itself; this only bounds one
+    /// that hangs) is sent SIGTERM, then SIGKILL: `Err` says why.
+    fn run(&mut self, request: &Request, backstop: Duration) -> Result<Report, String> {
+        let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        let requests = self.requests.as_mut().ok_or("closed")?;
+        requests
+            .write_all(&line)
+            .and_then(|()| requests.flush())
+            .map_err(|e| format!("cannot reach it: {e}"))?;
+        let started = Instant::now();
+        let mut signalled = 0;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(report) = parse_report(&got)? {
+                return Ok(report);
+            }
+            if started.elapsed() >= backstop + Duration::from_secs(signalled * 5) {
+                if signalled == 2 {
+                    return Err("it did not answer".into());
+                }
+                let sig = if signalled == 0 {
+                    Signal::SIGTERM
+                } else {
+                    Signal::SIGKILL
+                };
+                let _ = kill(Pid::from_raw(self.child.id() as i32), sig);
+                signalled += 1;
+            }
+            let mut fds = [PollFd::new(self.responses.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(100u16)) {
+                Ok(0) => continue,
                 Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+            match self.responses.read(&mut buf) {
+                Ok(0) => {
+                    return Err(match self.child.try_wait() {
+                        Ok(Some(status)) => describe_status(status),
+                        _ => "its report ended early".into(),
+                    });
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
             }
         }
     }
-    Drained {
-        output,
-        status: report,
+}
+
+/// Spawns `cmd` from a thread that lives as long as this process. The
+/// supervisor's parent-death signal fires when the *thread* that started it
+/// ends, and a supervisor outlives the thread that first needed it (a
+/// check's or a host's).
+fn spawn_from_a_lasting_thread(cmd: Command) -> std::io::Result<std::process::Child> {
+    type Job = (Command, mpsc::Sender<std::io::Result<std::process::Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply))
+        .map_err(|_| std::io::Error::other("the spawning thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("the spawning thread is gone"))?
+}
+
+/// A whole report at the start of `got`, if it has arrived.
+fn parse_report(got: &[u8]) -> Result<Option<Report>, String> {
+    let Some(nl) = got.iter().position(|b| *b == b'\n') else {
+        return Ok(None);
+    };
+    let header = String::from_utf8_lossy(&got[..nl]);
+    let (status, len) = header
+        .split_once('\t')
+        .and_then(|(s, n)| Some((s.to_string(), n.parse::<usize>().ok()?)))
+        .ok_or_else(|| format!("a report that makes no sense: {header:?}"))?;
+    let body = &got[nl + 1..];
+    if body.len() < len {
+        return Ok(None);
+    }
+    Ok(Some(Report {
+        status,
+        output: String::from_utf8_lossy(&body[..len]).into_owned(),
+    }))
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // End of its requests: it exits at once (no command runs between
+        // requests), dropping what it holds.
+        self.requests = None;
+        let _ = self.child.wait();
     }
 }
 
@@ -419,7 +525,8 @@ fn git_env_names() -> &'static [String] {
 
 // ---- what supervisors hold --------------------------------------------------
 
-/// What every supervisor started from now on holds while it lives.
+/// What every supervisor started from now on holds while it lives, and the
+/// idle supervisors that hold exactly that.
 #[derive(Default)]
 struct Holds {
     /// A duplicate of the deploy lock's descriptor: the OS lock stays held
@@ -428,27 +535,46 @@ struct Holds {
     /// The lock files of the live work trees (shared locks: the sweep of a
     /// later run takes them exclusively, so it skips a tree in use).
     trees: Vec<PathBuf>,
+    /// Bumped on every change above.
+    generation: u64,
+    idle: Vec<Worker>,
 }
 
 fn holds() -> std::sync::MutexGuard<'static, Holds> {
     static HOLDS: Mutex<Holds> = Mutex::new(Holds {
         deploy_lock: None,
         trees: Vec::new(),
+        generation: 0,
+        idle: Vec::new(),
     });
     HOLDS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Changes what supervisors hold. The idle ones hold the old set: they are
+/// ended (and waited for) before this returns, so once the deploy lock is
+/// no longer shared, no supervisor holds it.
+fn change_holds(change: impl FnOnce(&mut Holds)) {
+    let idle = {
+        let mut held = holds();
+        change(&mut held);
+        held.generation += 1;
+        std::mem::take(&mut held.idle)
+    };
+    drop(idle);
 }
 
 /// Hands the deploy lock to every command's supervisor until dropped.
 pub(crate) struct SharedLock(());
 
 pub(crate) fn share_deploy_lock(lock: &File) -> std::io::Result<SharedLock> {
-    holds().deploy_lock = Some(lock.try_clone()?);
+    let lock = lock.try_clone()?;
+    change_holds(|h| h.deploy_lock = Some(lock));
     Ok(SharedLock(()))
 }
 
 impl Drop for SharedLock {
     fn drop(&mut self) {
-        holds().deploy_lock = None;
+        change_holds(|h| h.deploy_lock = None);
     }
 }
 
@@ -456,13 +582,13 @@ impl Drop for SharedLock {
 pub(crate) struct HeldTree(PathBuf);
 
 pub(crate) fn hold_tree(lock_file: &Path) -> HeldTree {
-    holds().trees.push(lock_file.to_path_buf());
+    change_holds(|h| h.trees.push(lock_file.to_path_buf()));
     HeldTree(lock_file.to_path_buf())
 }
 
 impl Drop for HeldTree {
     fn drop(&mut self) {
-        holds().trees.retain(|p| *p != self.0);
+        change_holds(|h| h.trees.retain(|p| *p != self.0));
     }
 }
 
@@ -476,39 +602,49 @@ pub(crate) fn supervisor() -> Option<ExitCode> {
         return None;
     }
     let args: Vec<OsString> = args.collect();
-    let report = |line: String| {
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(line.as_bytes());
-        let _ = err.flush();
-    };
-    match supervise(&args) {
-        Ok(line) => report(line),
-        Err(e) => report(format!("spawn {} {e}\n", e.raw_os_error().unwrap_or(-1))),
-    }
-    Some(ExitCode::SUCCESS)
+    Some(match serve(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    })
 }
 
 enum Ended {
-    Exited(std::process::ExitStatus),
+    /// The command with this number exited.
+    Exited(u64, std::process::ExitStatus),
     Signalled,
 }
 
-/// `TIMEOUT_MS PARENT_PID [--hold FILE]... [--stdin FILE] -- PROGRAM ARGS...`: runs the
-/// command, and returns the status line for rollgate once the command and
-/// everything it started are gone.
-fn supervise(args: &[OsString]) -> std::io::Result<String> {
+/// Signals that mean "stop now". Taken by a thread (sigwait), never by a
+/// handler. The parent-death signal is SIGURG, whose default is to be
+/// ignored: while a command is being spawned (the only moment this process
+/// does not block these, since std hands its signal mask on to the child)
+/// a SIGTERM would kill the supervisor and orphan the command, whereas a
+/// SIGURG is only lost, and the parent is checked again right after.
+fn stop_signals() -> SigSet {
+    let mut stop = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGURG,
+    ] {
+        stop.add(sig);
+    }
+    stop
+}
+
+/// `PARENT_PID [--hold FILE]...`, stdin the requests, stdout the reports,
+/// stderr the deploy lock (or /dev/null). Serves requests until stdin ends;
+/// for each, runs the command and reports once the command and everything
+/// it started are gone.
+fn serve(args: &[OsString]) -> std::io::Result<()> {
     let bad = || std::io::Error::other("bad supervisor arguments");
     let mut it = args.iter();
-    let timeout_ms: u64 = it
-        .next()
-        .and_then(|s| s.to_str()?.parse().ok())
-        .ok_or_else(bad)?;
     let parent: i32 = it
         .next()
         .and_then(|s| s.to_str()?.parse().ok())
         .ok_or_else(bad)?;
     let mut held = Vec::new();
-    let mut stdin = Stdio::null();
     loop {
         match it.next().and_then(|a| a.to_str()) {
             Some("--hold") => {
@@ -521,77 +657,180 @@ fn supervise(args: &[OsString]) -> std::io::Result<String> {
                     held.push(f);
                 }
             }
-            Some("--stdin") => stdin = Stdio::from(File::open(it.next().ok_or_else(bad)?)?),
-            Some("--") => break,
+            None => break,
             _ => return Err(bad()),
         }
     }
-    let program = it.next().ok_or_else(bad)?;
-    let rest: Vec<&OsString> = it.collect();
+    // Keep the deploy lock as a descriptor of its own (close-on-exec, so
+    // no command inherits it), and let nothing written to stderr land in
+    // the lock file.
+    let _lock = std::io::stderr().as_fd().try_clone_to_owned()?;
+    rustix::stdio::dup2_stderr(File::options().write(true).open("/dev/null")?)?;
 
-    // The command must start with no signal blocked (std does not reset the
-    // mask it inherits), so it is spawned before this process blocks any.
-    SigSet::empty()
-        .thread_set_mask()
-        .map_err(std::io::Error::from)?;
-    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
-    let out = std::io::stdout().as_fd().try_clone_to_owned()?;
-    let err = out.try_clone()?;
-    let mut child = Command::new(program)
-        .args(rest)
-        .stdin(stdin)
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .process_group(0)
-        .spawn()?;
-    // Signals that mean "stop now" are taken by a thread (sigwait), never by
-    // a handler: blocked here, before any other thread exists, so all
-    // inherit it.
-    let mut stop = SigSet::empty();
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        stop.add(sig);
-    }
+    let stop = stop_signals();
     stop.thread_block().map_err(std::io::Error::from)?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
-    let pgid = Pid::from_raw(child.id() as i32);
+    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGURG).map_err(std::io::Error::from)?;
     if nix::unistd::getppid().as_raw() != parent {
         // rollgate died before the parent-death signal was set.
-        kill_tree(pgid, Spare::Nothing);
-        return Ok("signal 9\n".into());
+        return Ok(());
     }
     let (tx, rx) = mpsc::channel();
-    let waiter = tx.clone();
-    std::thread::spawn(move || {
-        if let Ok(status) = child.wait() {
-            let _ = waiter.send(Ended::Exited(status));
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            if stop.wait().is_ok() {
+                let _ = tx.send(Ended::Signalled);
+            }
+        });
+    }
+    // The ssh masters commands left behind so far: spared by later ones.
+    let mut spared: Vec<i32> = Vec::new();
+    let mut seq = 0u64;
+    let mut out = std::io::stdout().lock();
+    let mut requests = std::io::BufReader::new(std::io::stdin().lock());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if std::io::BufRead::read_line(&mut requests, &mut line)? == 0 {
+            return Ok(());
         }
-    });
-    std::thread::spawn(move || {
-        if stop.wait().is_ok() {
-            let _ = tx.send(Ended::Signalled);
+        let request: Request = serde_json::from_str(&line).map_err(|_| bad())?;
+        seq += 1;
+        let (status, output) = run_one(&request, seq, parent, &tx, &rx, &mut spared);
+        let Some(status) = status else {
+            // Told to stop (or rollgate is gone): everything is killed.
+            return Ok(());
+        };
+        writeln!(out, "{status}\t{}", output.len())?;
+        out.write_all(&output)?;
+        out.flush()?;
+    }
+}
+
+/// Runs one request; `None` if the supervisor must stop (a stop signal, or
+/// rollgate gone), once everything is killed.
+fn run_one(
+    request: &Request,
+    seq: u64,
+    parent: i32,
+    tx: &mpsc::Sender<Ended>,
+    rx: &mpsc::Receiver<Ended>,
+    spared: &mut Vec<i32>,
+) -> (Option<String>, Vec<u8>) {
+    let spawn_failed = |e: std::io::Error| {
+        (
+            Some(format!("spawn {}", e.raw_os_error().unwrap_or(-1))),
+            e.to_string().into_bytes(),
+        )
+    };
+    let (reader, writer) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => return spawn_failed(e),
+    };
+    let stdin = match &request.stdin {
+        Some(path) => match File::open(path) {
+            Ok(f) => Stdio::from(f),
+            Err(e) => return spawn_failed(e),
+        },
+        None => Stdio::null(),
+    };
+    let err = match writer.try_clone() {
+        Ok(w) => w,
+        Err(e) => return spawn_failed(e),
+    };
+    let mut cmd = Command::new(&request.argv[0]);
+    cmd.args(&request.argv[1..])
+        .current_dir(&request.cwd)
+        .stdin(stdin)
+        .stdout(writer)
+        .stderr(err)
+        .process_group(0);
+    if let Some(env) = &request.env {
+        cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    }
+    // The command must start with no signal blocked: unblocked for the
+    // spawn only (see `stop_signals`).
+    let stop = stop_signals();
+    let _ = SigSet::empty().thread_set_mask();
+    let spawned = cmd.spawn();
+    let _ = stop.thread_block();
+    drop(cmd);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return spawn_failed(e),
+    };
+    let pgid = Pid::from_raw(child.id() as i32);
+    let output = std::sync::Arc::new(Mutex::new(Bounded::default()));
+    let (eof_tx, eof_rx) = mpsc::channel();
+    {
+        let output = output.clone();
+        let mut reader = reader;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => output
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = eof_tx.send(());
+        });
+    }
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = tx.send(Ended::Exited(seq, status));
+            }
+        });
+    }
+    // A timed-out command's waiter may report after its command was
+    // killed: its news is not this command's.
+    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
+    let ended = loop {
+        if nix::unistd::getppid().as_raw() != parent {
+            break Some(Ended::Signalled);
         }
-    });
-    let line = match rx.recv_timeout(Duration::from_millis(timeout_ms)) {
-        Ok(Ended::Exited(status)) => {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ended::Exited(n, _)) if n != seq => continue,
+            Ok(e) => break Some(e),
+            Err(_) => break None,
+        }
+    };
+    let status = match ended {
+        Some(Ended::Exited(_, status)) => {
             use std::os::unix::process::ExitStatusExt;
             match (status.code(), status.signal()) {
-                (Some(code), _) => format!("exit {code}\n"),
-                (None, Some(sig)) => format!("signal {sig}\n"),
-                _ => "signal 0\n".into(),
+                (Some(code), _) => format!("exit {code}"),
+                (None, Some(sig)) => format!("signal {sig}"),
+                _ => "signal 0".into(),
             }
         }
-        Err(mpsc::RecvTimeoutError::Timeout) => "timeout\n".into(),
-        Ok(Ended::Signalled) | Err(mpsc::RecvTimeoutError::Disconnected) => "signal 9\n".into(),
+        None => "timeout".into(),
+        Some(Ended::Signalled) => {
+            kill_tree(pgid, Spare::Nothing, &mut Vec::new());
+            return (None, Vec::new());
+        }
     };
     // Only a command that ended by itself leaves its ssh masters behind.
-    let spare = if line.starts_with("exit ") {
+    let spare = if status.starts_with("exit ") {
         Spare::SshMasters
     } else {
         Spare::Nothing
     };
-    kill_tree(pgid, spare);
-    drop(held);
-    Ok(line)
+    kill_tree(pgid, spare, spared);
+    // Everything that could write is gone, but a process outside this tree
+    // (an ssh master that was already running) may still hold the pipe for
+    // a moment: read a little longer, then leave it.
+    let _ = eof_rx.recv_timeout(DRAIN_GRACE);
+    let output = std::mem::take(&mut *output.lock().unwrap_or_else(|e| e.into_inner()));
+    (Some(status), output.text().into_bytes())
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -602,26 +841,32 @@ enum Spare {
 
 /// Kills the command's process group and every descendant of this process
 /// (a subreaper: orphans of the tree are re-parented here), until none is
-/// left but what `spare` keeps, so no daemon, `setsid` child or double fork
-/// survives the command.
-fn kill_tree(pgid: Pid, spare: Spare) {
+/// left but the ssh masters in `spared` and, with [`Spare::SshMasters`], the
+/// ones this command left (added to `spared`), so no daemon, `setsid` child
+/// or double fork survives the command.
+fn kill_tree(pgid: Pid, spare: Spare, spared: &mut Vec<i32>) {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let _ = killpg(pgid, Signal::SIGKILL);
-        for pid in descendants(spare) {
+        for pid in descendants(spare, spared) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => break,
-                Ok(_) => {}
+                // A spared master that has exited by now is no longer one.
+                Ok(status) => {
+                    if let Some(pid) = status.pid() {
+                        spared.retain(|p| *p != pid.as_raw());
+                    }
+                }
                 // ECHILD: no child is left at all.
                 Err(_) => return,
             }
         }
         // Only spared processes left (a spared master is still our child,
         // so waitpid never says ECHILD): done.
-        if killpg(pgid, None).is_err() && descendants(spare).is_empty() {
+        if killpg(pgid, None).is_err() && descendants(spare, spared).is_empty() {
             return;
         }
         if Instant::now() >= until {
@@ -632,9 +877,10 @@ fn kill_tree(pgid: Pid, spare: Spare) {
 }
 
 /// Every descendant of this process, from `/proc/<pid>/task/<tid>/children`,
-/// leaving out what `spare` keeps, with everything under it (a master's
-/// `ProxyJump` connection is part of it).
-fn descendants(spare: Spare) -> Vec<i32> {
+/// leaving out the spared ssh masters with everything under them (a
+/// master's `ProxyJump` connection is part of it). With
+/// [`Spare::SshMasters`], a master not spared yet is added to `spared`.
+fn descendants(spare: Spare, spared: &mut Vec<i32>) -> Vec<i32> {
     let mut found = Vec::new();
     let mut todo = vec![std::process::id() as i32];
     while let Some(pid) = todo.pop() {
@@ -646,7 +892,11 @@ fn descendants(spare: Spare) -> Vec<i32> {
                 continue;
             };
             for child in text.split_whitespace().filter_map(|s| s.parse().ok()) {
+                if spared.contains(&child) {
+                    continue;
+                }
                 if spare == Spare::SshMasters && is_ssh_master(child) {
+                    spared.push(child);
                     continue;
                 }
                 if !found.contains(&child) {
