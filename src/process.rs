@@ -214,7 +214,14 @@ fn run_with_env(
         humantime::format_duration(timeout)
     ));
     let mut worker = Worker::take().map_err(not_started)?;
-    let report = match worker.run(&request, timeout + BACKSTOP) {
+    if worker.send(&request).is_err() {
+        // An idle supervisor that died (killed from outside): the command
+        // never started, so a new one may run it.
+        drop(worker);
+        worker = Worker::start().map_err(not_started)?;
+        worker.send(&request).map_err(not_started)?;
+    }
+    let report = match worker.report(timeout + BACKSTOP) {
         Ok(report) => {
             worker.give_back();
             report
@@ -304,11 +311,16 @@ impl Worker {
     /// An idle supervisor holding what commands started now must hold, or
     /// a new one.
     fn take() -> std::io::Result<Worker> {
+        if let Some(w) = holds().idle.pop() {
+            return Ok(w);
+        }
+        Worker::start()
+    }
+
+    /// A new supervisor holding what commands started now must hold.
+    fn start() -> std::io::Result<Worker> {
         let (generation, trees, lock) = {
-            let mut held = holds();
-            if let Some(w) = held.idle.pop() {
-                return Ok(w);
-            }
+            let held = holds();
             let lock = match &held.deploy_lock {
                 Some(lock) => Some(lock.try_clone()?),
                 None => None,
@@ -357,17 +369,22 @@ impl Worker {
         }
     }
 
-    /// Sends `request` and waits for its report. A supervisor still silent
+    /// Sends `request`; an error means the command did not start.
+    fn send(&mut self, request: &Request) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(request)?;
+        line.push(b'\n');
+        let requests = self
+            .requests
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("closed"))?;
+        requests.write_all(&line)?;
+        requests.flush()
+    }
+
+    /// Waits for the report of the request sent. A supervisor still silent
     /// after `backstop` (it enforces the timeout itself; this only bounds one
     /// that hangs) is sent SIGTERM, then SIGKILL: `Err` says why.
-    fn run(&mut self, request: &Request, backstop: Duration) -> Result<Report, String> {
-        let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-        line.push(b'\n');
-        let requests = self.requests.as_mut().ok_or("closed")?;
-        requests
-            .write_all(&line)
-            .and_then(|()| requests.flush())
-            .map_err(|e| format!("cannot reach it: {e}"))?;
+    fn report(&mut self, backstop: Duration) -> Result<Report, String> {
         let started = Instant::now();
         let mut signalled = 0;
         let mut got = Vec::new();

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::fleet::{Fleet, Spec, Tree, group, wait_until};
+use crate::fleet::{Fleet, GroupSpec, Spec, Tree, group, wait_until};
 use crate::support::{Env, SSHD_92, SSHD_96, path_str};
 
 /// Client options that keep ssh hermetic (no config, no known_hosts, no
@@ -73,6 +73,34 @@ pub fn keygen(env: &Env, path: &Path) {
     ])
     .arg(path);
     env.run(cmd).assert_ok();
+}
+
+/// `ssh OPTS root@{host} TAIL...`: a step's argv (OPTS split on spaces).
+pub fn ssh_argv(opts: &str, tail: &[&str]) -> Vec<String> {
+    let mut v = vec!["ssh".to_string()];
+    v.extend(opts.split_whitespace().map(String::from));
+    v.push("root@{host}".into());
+    v.extend(tail.iter().map(|s| s.to_string()));
+    v
+}
+
+/// A group of the one host `host`, reached through `d` with `key`, whose
+/// machine keeps its files under `root` (`vars` are per group).
+fn ssh_group(
+    name: &str,
+    host: &str,
+    version: &str,
+    d: &Sshd,
+    key: &Path,
+    root: &Path,
+) -> GroupSpec {
+    let mut g = group(name, &[host], 1, version);
+    g.root = Some(root.to_path_buf());
+    g.extra = vec![
+        ("port".into(), d.port.to_string()),
+        ("key".into(), path_str(key).to_string()),
+    ];
+    g
 }
 
 /// Starts `sshd -D` on `addr`, allowing `client_pub` to log in as root.
@@ -171,26 +199,29 @@ fn deploys_over_ssh_to_the_canary_only_then_everywhere_with_all() {
     ]
     .map(String::from)
     .to_vec();
-    let mut health: Vec<String> = vec!["ssh".into()];
-    health.extend(SSH_OPTS.split_whitespace().map(String::from));
-    health.extend(["root@{host}", "test", "-f", "{root}/etc/ssh/sshd_config"].map(String::from));
-    spec.health = Some(health);
-    let key = path_str(&client_key).to_string();
-    let mut canary = group("canary", &["127.0.0.2"], 1, "9.6");
-    let mut farm = group("farm", &["127.0.0.3"], 1, "9.2");
-    // `vars` are per group: one group per daemon, with its port and the
-    // machine's root.
-    for (g, d, root) in [
-        (&mut canary, &daemons.0[0], &root_a),
-        (&mut farm, &daemons.0[1], &root_b),
-    ] {
-        g.root = Some(root.clone());
-        g.extra = vec![
-            ("port".into(), d.port.to_string()),
-            ("key".into(), key.clone()),
-        ];
-    }
-    spec.groups = vec![canary, farm];
+    spec.health = Some(ssh_argv(
+        SSH_OPTS,
+        &["test", "-f", "{root}/etc/ssh/sshd_config"],
+    ));
+    // One group per daemon, with its port and the machine's root.
+    spec.groups = vec![
+        ssh_group(
+            "canary",
+            "127.0.0.2",
+            "9.6",
+            &daemons.0[0],
+            &client_key,
+            &root_a,
+        ),
+        ssh_group(
+            "farm",
+            "127.0.0.3",
+            "9.2",
+            &daemons.0[1],
+            &client_key,
+            &root_b,
+        ),
+    ];
     env.bare_repo();
     env.clone_repo();
     env.write_infra();
@@ -286,13 +317,6 @@ fn a_controlpersist_master_serves_later_commands_and_runs_but_dies_with_a_timed_
             path_str(&cm)
         )
     };
-    let ssh_argv = |path: &str, tail: &[&str]| {
-        let mut v = vec!["ssh".to_string()];
-        v.extend(ssh_with(path).split_whitespace().map(String::from));
-        v.push("root@{host}".into());
-        v.extend(tail.iter().map(|s| s.to_string()));
-        v
-    };
     let mut spec = Spec::standard();
     spec.deploy = [
         "rsync",
@@ -308,16 +332,20 @@ fn a_controlpersist_master_serves_later_commands_and_runs_but_dies_with_a_timed_
     .to_vec();
     spec.service.push(format!(
         "reload = {}",
-        crate::support::argv(&ssh_argv("%C", &["touch", "{root}/reloaded"]))
+        crate::support::argv(&ssh_argv(&ssh_with("%C"), &["touch", "{root}/reloaded"]))
     ));
-    spec.health = Some(ssh_argv("%C", &["test", "-f", "{root}/reloaded"]));
-    let mut canary = group("canary", &["127.0.0.4"], 1, "9.6");
-    canary.root = Some(root.clone());
-    canary.extra = vec![
-        ("port".into(), daemons.0[0].port.to_string()),
-        ("key".into(), path_str(&client_key).to_string()),
-    ];
-    spec.groups = vec![canary];
+    spec.health = Some(ssh_argv(
+        &ssh_with("%C"),
+        &["test", "-f", "{root}/reloaded"],
+    ));
+    spec.groups = vec![ssh_group(
+        "canary",
+        "127.0.0.4",
+        "9.6",
+        &daemons.0[0],
+        &client_key,
+        &root,
+    )];
     env.bare_repo();
     env.clone_repo();
     env.write_infra();
@@ -349,7 +377,7 @@ fn a_controlpersist_master_serves_later_commands_and_runs_but_dies_with_a_timed_
         // One try: each retry would open (and lose) a master of its own.
         "health_wait = \"1s\"".into(),
     ];
-    spec.health = Some(ssh_argv("slow-%C", &["sleep", "30"]));
+    spec.health = Some(ssh_argv(&ssh_with("slow-%C"), &["sleep", "30"]));
     f.write_spec(&spec);
     let b = env.commit("a health check that hangs");
     let out = env.push(&[]);

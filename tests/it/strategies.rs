@@ -790,11 +790,7 @@ fn sshd_config(root: &Path, port: u16) -> String {
 }
 
 fn ssh_argv(tail: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec!["ssh".into()];
-    v.extend(SSH_OPTS.split_whitespace().map(String::from));
-    v.push("root@{host}".into());
-    v.extend(tail.iter().map(|s| s.to_string()));
-    v
+    crate::ssh_hosts::ssh_argv(SSH_OPTS, tail)
 }
 
 #[test]
