@@ -86,12 +86,12 @@ pub(crate) const LIST_CAP: usize = 20;
 
 /// `a, b, c`, at most `LIST_CAP` names, then how many more: a 1,000-host
 /// line helps nobody.
-pub(crate) fn capped<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-    let mut shown = Vec::new();
+pub(crate) fn capped<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+    let mut shown: Vec<String> = Vec::new();
     let mut more = 0;
     for name in names {
         if shown.len() < LIST_CAP {
-            shown.push(name);
+            shown.push(name.as_ref().to_string());
         } else {
             more += 1;
         }

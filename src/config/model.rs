@@ -149,7 +149,7 @@ impl Config {
                         services.iter().find(|x| &x.name == s).with_context(|| {
                             format!(
                                 "groups.{name}.services: no service named {s:?} (known: {})",
-                                names(services.iter().map(|s| s.name.as_str()))
+                                ui::capped(services.iter().map(|s| s.name.as_str()))
                             )
                         })
                     })
@@ -173,7 +173,7 @@ impl Config {
                 if !groups.iter().any(|g| g.name == name) {
                     bail!(
                         "default_group: no group named {name:?} (groups: {})",
-                        names(groups.iter().map(|g| g.name.as_str()))
+                        ui::capped(groups.iter().map(|g| g.name.as_str()))
                     );
                 }
                 Some(name)
@@ -254,7 +254,7 @@ impl Service {
                     bail!(
                         "check: unknown placeholder {{{var}}} in `{}` (a check knows {})",
                         t.raw(),
-                        names(choices)
+                        ui::capped(choices)
                     );
                 }
             }
@@ -367,7 +367,7 @@ impl Group {
                         if self.vars.is_empty() {
                             "none".to_string()
                         } else {
-                            names(self.vars.keys())
+                            ui::capped(self.vars.keys())
                         }
                     );
                 }
@@ -467,18 +467,6 @@ fn check_name(name: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-pub(crate) fn names<I, S>(items: I) -> String
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<str>,
-{
-    items
-        .into_iter()
-        .map(|s| s.as_ref().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

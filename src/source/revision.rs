@@ -119,7 +119,7 @@ impl<'r> Revision<'r> {
         if found.is_empty() {
             "no matching directory".into()
         } else {
-            config::names(found)
+            crate::ui::capped(found)
         }
     }
 
