@@ -3,7 +3,7 @@
 //! own (`hint: ...`), the way jj does.
 //!
 //! Errors stay `anyhow::Error` on their way up; the kind and hint travel as
-//! a [`UserError`] (or [`Failed`]) somewhere in the chain, and `report`
+//! a [`UserError`] somewhere in the chain, and `report`
 //! reads them back when the error reaches `main`.
 
 use std::fmt;
@@ -55,7 +55,9 @@ impl UserError {
         }
     }
 
-    /// A refusal of a push or deploy (exit 1), with a hint attached.
+    /// Validation or a deploy failed, or a push or deploy is refused (exit
+    /// 1). What failed has usually been shown as it happened; this sums it
+    /// up.
     pub(crate) fn failed(message: impl Into<String>) -> UserError {
         UserError {
             kind: Kind::Failed,
@@ -84,36 +86,19 @@ impl fmt::Display for UserError {
 
 impl std::error::Error for UserError {}
 
-/// Validation or a deploy failed. Whatever failed has been shown to the user
-/// as it happened, so this only sums it up.
-#[derive(Debug)]
-pub(crate) struct Failed(pub(crate) String);
-
-impl fmt::Display for Failed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Failed {}
-
 /// The kind of `err`: the innermost classified cause decides (a config
 /// error wrapped in "refs/heads/main rejected" is still a config error);
 /// an unclassified error from the system is internal, any other is usage.
 pub(crate) fn kind(err: &anyhow::Error) -> Kind {
     let mut found = None;
     for cause in err.chain() {
-        if cause.is::<Failed>() {
-            found = Some(Kind::Failed);
-        } else if let Some(u) = cause.downcast_ref::<UserError>() {
+        if let Some(u) = cause.downcast_ref::<UserError>() {
             found = Some(u.kind);
         }
     }
     // A `UserError` given as `.context(..)` is not a link of the chain that
     // can be downcast; anyhow finds it this way.
-    let found = found
-        .or_else(|| err.downcast_ref::<UserError>().map(|u| u.kind))
-        .or_else(|| err.downcast_ref::<Failed>().map(|_| Kind::Failed));
+    let found = found.or_else(|| err.downcast_ref::<UserError>().map(|u| u.kind));
     if let Some(k) = found {
         return k;
     }
@@ -182,7 +167,7 @@ mod tests {
             anyhow::Error::new(UserError::config("bad key")).context("refs/heads/main rejected");
         assert_eq!(kind(&err), Kind::Config);
         assert_eq!(kind(&err).exit_code(), 2);
-        let failed = anyhow::Error::new(Failed("validation failed".into())).context("rejected");
+        let failed = anyhow::Error::new(UserError::failed("validation failed")).context("rejected");
         assert_eq!(kind(&failed).exit_code(), 1);
     }
 

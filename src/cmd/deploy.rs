@@ -100,7 +100,7 @@ fn on_server(repo: &git2::Repository, args: &DeployArgs, ui: &Ui) -> Result<()> 
     let tip = bounds::tip(repo, &policy)?;
     let targets = bounds::bound_to_tip(repo, &policy, tip, &rev, targets, ui);
     if targets.is_empty() {
-        return Err(crate::error::Failed("no host to deploy to".into()).into());
+        return Err(crate::error::UserError::failed("no host to deploy to").into());
     }
     deploy::prepare_targets(rev, targets, described, opts, ui)?.run(repo, ui)
 }

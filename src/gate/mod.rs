@@ -6,7 +6,7 @@ use git2::Repository;
 
 pub(crate) mod check;
 pub(crate) mod sandbox;
-use crate::error::Failed;
+use crate::error::UserError;
 use crate::source::repo::Snapshot;
 use crate::source::revision::{ConfigDir, Revision};
 use crate::source::worktree::Worktree;
@@ -24,7 +24,9 @@ pub(crate) fn gate(
 ) -> Result<Worktree> {
     let (worktree, failed) = gate_failures(rev, to_check, also_needed, since, ui)?;
     if !failed.is_empty() {
-        return Err(Failed(format!("validation failed at {}", rev.snapshot.describe())).into());
+        return Err(
+            UserError::failed(format!("validation failed at {}", rev.snapshot.describe())).into(),
+        );
     }
     Ok(worktree)
 }
@@ -56,7 +58,7 @@ pub(crate) fn gate_failures(
     // pusher does not read the same reason twice.
     let worktree = Worktree::create(&rev.snapshot, &paths).map_err(|e| {
         ui.line(format_args!("  FAILED {e:#}"));
-        anyhow::Error::new(Failed(format!(
+        anyhow::Error::new(UserError::failed(format!(
             "validation failed at {}",
             rev.snapshot.describe()
         )))

@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use git2::{Config, ErrorCode, ObjectType, Oid, Repository};
 
-use crate::error::{Failed, UserError};
+use crate::error::UserError;
 use crate::hook::input::RefUpdate;
 use crate::source::repo::short;
 
@@ -209,7 +209,7 @@ fn deny(config: &Config, key: &str) -> Result<Deny> {
             Ok(true) => Deny::Refuse,
             Ok(false) => Deny::Ignore,
             Err(_) => {
-                return Err(Failed(format!(
+                return Err(UserError::failed(format!(
                     "{key} = {value:?} in the git config is neither ignore, warn, refuse, \
                      updateInstead nor a boolean; git itself would fail on it"
                 ))
@@ -302,7 +302,7 @@ fn run_update_hook(hook: &Path, u: &RefUpdate) -> Result<()> {
         },
         Err(e) => format!("could not run it: {e}"),
     };
-    Err(Failed(format!(
+    Err(UserError::failed(format!(
         "git will refuse {}: the repository's update hook {} refused it ({why}); \
          so nothing was deployed",
         u.refname,

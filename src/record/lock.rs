@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::error::Failed;
+use crate::error::UserError;
 use crate::record::{journal, keeper};
 use crate::ui::Ui;
 
@@ -66,7 +66,7 @@ pub(crate) fn acquire(
             Err(TryLockError::WouldBlock) => {
                 let current = holder_of(&mut file);
                 if started.elapsed() >= wait {
-                    return Err(Failed(format!(
+                    return Err(UserError::failed(format!(
                         "another deploy holds the lock ({current}); gave up after {}",
                         humantime::format_duration(wait)
                     ))

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
-use crate::error::Failed;
+use crate::error::UserError;
 use crate::policy::{Policy, bounds};
 use crate::record::journal::{self, Action};
 use crate::rollout::deploy::{self, DeployOptions};
@@ -43,7 +43,7 @@ pub(crate) fn rollback(repo: &Repository, opts: RollbackOptions, ui: &Ui) -> Res
     // Which hosts are in scope is the current inventory's business; where
     // each goes back to is the journal's.
     let Some(tip) = bounds::tip(repo, &policy)? else {
-        return Err(Failed(format!(
+        return Err(UserError::failed(format!(
             "the deploy branch {} has no commits yet: nothing to roll back",
             policy.branch
         ))
@@ -70,7 +70,7 @@ pub(crate) fn rollback(repo: &Repository, opts: RollbackOptions, ui: &Ui) -> Res
         ));
     }
     if by_rev.is_empty() {
-        return Err(Failed(format!("nothing to roll back in {}", opts.scope)).into());
+        return Err(UserError::failed(format!("nothing to roll back in {}", opts.scope)).into());
     }
     for (rev_id, hosts) in by_rev {
         let oid = Oid::from_str(&rev_id)

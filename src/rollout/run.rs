@@ -12,7 +12,7 @@ use anyhow::Result;
 use git2::{Oid, Repository};
 
 use crate::config::OnFailure;
-use crate::error::Failed;
+use crate::error::UserError;
 use crate::record::journal::{self, Action, BreakGlass, Event, History, Outcome, Recorder};
 use crate::record::lock;
 use crate::rollout::host::{self, HostResult};
@@ -173,12 +173,12 @@ pub(crate) fn run(
         started.elapsed(),
     );
     match outcome {
-        Err(e) => Err(Failed(format!(
+        Err(e) => Err(UserError::failed(format!(
             "{action} of {rev_short} stopped: {e:#}; every host it touched was put back \
              where that was possible (see above)"
         ))
         .into()),
-        Ok(()) => Err(Failed(format!(
+        Ok(()) => Err(UserError::failed(format!(
             "{action} of {rev_short} failed on {}",
             failed.join(", ")
         ))
@@ -396,7 +396,7 @@ fn refuse_if_moved(repo: &Repository, expect: &Option<(String, Option<Oid>)>) ->
     if now == *expected {
         return Ok(());
     }
-    Err(Failed(format!(
+    Err(UserError::failed(format!(
         "{name} moved to {} while this push waited for the deploy lock, so git will refuse it; \
          nothing was deployed (fetch, rebase and push again)",
         now.map_or("nothing".into(), crate::source::repo::short)
