@@ -232,6 +232,50 @@ fn a_rejected_push_leaves_the_journal_ref_consistent() {
     f.assert_clean();
 }
 
+/// Publishing is best effort: a journal ref that cannot be written (here a
+/// stuck `.lock` beside it, as a crashed writer or a full disk leaves) is a
+/// warning the pusher sees; the push lands, the journal keeps the run, and
+/// the next publication carries everything.
+#[test]
+fn a_journal_ref_that_cannot_be_written_is_a_warning_and_caught_up_later() {
+    let f = Fleet::new();
+    let env = &f.env;
+    let first = f.start(&Spec::standard());
+    assert!(env.remote_ref(JOURNAL_REF).is_some());
+    let stuck = env.remote().join("refs/rollgate/journal.lock");
+    std::fs::write(&stuck, "").unwrap();
+
+    let second = f.change("b");
+    let out = env.push(&[]);
+    f.assert_landed(&out, &second);
+    out.assert_contains("warning: the deploy history was not published to refs/rollgate/journal");
+    f.assert_on("server04", &second, SSHD_96);
+    assert!(server_journal(env).contains(&second));
+    assert_ne!(
+        published_journal(env).as_deref(),
+        Some(server_journal(env).as_str()),
+        "published through a stuck lock"
+    );
+    assert_ne!(first, second);
+
+    // The lock goes; the next push publishes both runs.
+    f.wait_until_unlocked();
+    std::fs::remove_file(&stuck).unwrap();
+    let third = f.change("c");
+    let out = env.push(&[]);
+    f.assert_landed(&out, &third);
+    out.assert_lacks("not published");
+    let journal = server_journal(env);
+    assert!(journal.contains(&second) && journal.contains(&third));
+    assert_eq!(published_journal(env).as_deref(), Some(journal.as_str()));
+    assert_eq!(
+        env.remote_ref("refs/deploy/canary").as_deref(),
+        Some(third.as_str())
+    );
+    env.git_ok(&env.remote(), &["fsck", "--no-progress"]);
+    f.assert_clean();
+}
+
 /// The bare repository's own `status` is unchanged by all this: it reads
 /// its journal directly, without any fetch.
 #[test]
