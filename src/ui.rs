@@ -62,17 +62,29 @@ impl Ui {
 }
 
 /// Whether `ROLLGATE_LOG=debug` asked for a trace of every command run.
+/// The first call also starts the trace's clock (see [`debug`]).
 pub(crate) fn debug_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("ROLLGATE_LOG").is_ok_and(|v| v == "debug"))
+    *ON.get_or_init(|| {
+        trace_clock();
+        std::env::var("ROLLGATE_LOG").is_ok_and(|v| v == "debug")
+    })
+}
+
+fn trace_clock() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
 }
 
 /// A trace line for `ROLLGATE_LOG=debug`, on stderr like everything else
-/// (in a hook the pusher sees it too, which is the point when debugging).
+/// (in a hook the pusher sees it too, which is the point when debugging),
+/// stamped with the time since rollgate started: where a slow push spends
+/// its time.
 pub(crate) fn debug(text: impl std::fmt::Display) {
     if debug_enabled() {
+        let at = trace_clock().elapsed().as_secs_f64() * 1000.0;
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "debug: {text}");
+        let _ = writeln!(err, "debug: {at:7.1} ms  {text}");
         let _ = err.flush();
     }
 }

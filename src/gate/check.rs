@@ -1,6 +1,7 @@
 //! Runs each config directory's syntax checker, in parallel, and reports
 //! each result to the pusher as soon as it is known.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -155,6 +156,7 @@ fn check_one(
     };
     let mut failures = Vec::new();
     let mut warnings = Vec::new();
+    let vars: BTreeMap<String, String> = dir.vars.iter().cloned().collect();
     for file in files {
         let values = Values {
             dir: Some(abs_dir.display().to_string()),
@@ -162,7 +164,7 @@ fn check_one(
             service: Some(&service.name),
             rev: Some(rev),
             worktree: Some(worktree.root().display().to_string()),
-            vars: Some(&dir.vars),
+            vars: Some(&vars),
             ..Values::default()
         };
         let lookup = |name: &str| values.get(name);

@@ -42,12 +42,12 @@ pub(crate) fn gate_failures(
     since: &str,
     ui: &Ui,
 ) -> Result<(Worktree, Vec<String>)> {
+    let all = rev.dirs()?.len();
     ui.line(format_args!(
-        "rollgate: {}: checking {} of {} config director{}{since}",
+        "rollgate: {}: checking {} of {all} config director{}{since}",
         rev.snapshot.describe(),
         to_check.len(),
-        rev.dirs.len(),
-        if rev.dirs.len() == 1 { "y" } else { "ies" },
+        if all == 1 { "y" } else { "ies" },
     ));
     let paths: Vec<String> = to_check
         .iter()
@@ -63,6 +63,10 @@ pub(crate) fn gate_failures(
             rev.snapshot.describe()
         )))
     })?;
+    crate::ui::debug(format_args!(
+        "work tree written: {} directories",
+        paths.len()
+    ));
     let rev_id = rev
         .snapshot
         .commit_id()

@@ -14,7 +14,6 @@ use crate::hook::options::{self, PushRequest};
 use crate::policy::{Policy, bounds};
 use crate::record::journal::Action;
 use crate::rollout::deploy::{self, DeployOptions, Prepared};
-use crate::rollout::live;
 use crate::rollout::scope::Scope;
 use crate::source::repo::{Snapshot, short};
 use crate::source::revision::Revision;
@@ -33,6 +32,7 @@ pub(crate) fn pre_receive(
     ui: &Ui,
 ) -> Result<()> {
     let policy = Policy::load(repo)?;
+    crate::ui::debug("policy read");
     let git = GitChecks::new(updates);
     let mut prepared = Vec::new();
     for u in updates {
@@ -41,6 +41,7 @@ pub(crate) fn pre_receive(
         {
             prepared.push((u, p));
         }
+        crate::ui::debug(format_args!("{}: prepared", u.refname));
     }
     for (u, p) in prepared {
         p.run(repo, ui)
@@ -153,6 +154,7 @@ fn prepare_ref<'r>(
 ) -> Result<Prepared<'r>> {
     if !request.validate_only {
         git.before_deploying(repo)?;
+        crate::ui::debug("git's own checks passed");
     }
     let commit = repo
         .find_commit(new)
@@ -165,10 +167,15 @@ fn prepare_ref<'r>(
         .and_then(|old| repo.find_commit(old).ok())
         .and_then(|c| Snapshot::of_commit(repo, c).ok())
         .and_then(|s| Revision::load(s).ok());
+    let changes = rev.changes_since(base.as_ref())?;
+    crate::ui::debug(format_args!(
+        "pushed revision and its base read: {} directories changed",
+        changes.edited.len()
+    ));
     let opts = DeployOptions {
         push_options: request.options.clone(),
-        also_check: rev.changed_since(base.as_ref())?,
-        changed: live::changed_dirs(&rev, base.as_ref())?,
+        also_check: changes.to_check,
+        changed: changes.edited,
         validate_only: request.validate_only,
         expect_ref: Some((u.refname.clone(), u.old)),
         break_glass: request.break_glass.clone(),

@@ -4,7 +4,7 @@
 //! the pusher is told which directory, which groups and which hosts
 //! (warn mode; PRODUCT.md, "Rollout strategies").
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use anyhow::Result;
 
@@ -14,38 +14,6 @@ use crate::rollout::deploy::DeployOptions;
 use crate::rollout::scope::Target;
 use crate::source::revision::{ConfigDir, Revision};
 use crate::ui::{self, Ui};
-
-/// The config directories of `rev` whose files differ from `base`'s (not
-/// every directory when only `rollgate.toml` changed: that changes what
-/// is checked, not what hosts run). Nothing without a base to compare.
-pub(crate) fn changed_dirs(
-    rev: &Revision<'_>,
-    base: Option<&Revision<'_>>,
-) -> Result<Vec<ConfigDir>> {
-    let Some(base) = base else {
-        return Ok(Vec::new());
-    };
-    let Some(paths) = rev.snapshot.changed_paths(&base.snapshot)? else {
-        return Ok(Vec::new());
-    };
-    let dirs: HashSet<&str> = rev.dirs.iter().map(|d| d.path.as_str()).collect();
-    let mut changed: HashSet<&str> = HashSet::new();
-    for path in &paths {
-        let mut at = path.as_str();
-        while let Some((parent, _)) = at.rsplit_once('/') {
-            if dirs.contains(parent) {
-                changed.insert(parent);
-            }
-            at = parent;
-        }
-    }
-    Ok(rev
-        .dirs
-        .iter()
-        .filter(|d| changed.contains(d.path.as_str()))
-        .cloned()
-        .collect())
-}
 
 /// The push option that lets a push change a live directory in place
 /// when the policy says `live_edit = "refuse"`; journaled with the run.

@@ -5,7 +5,8 @@
 //! refuses ref updates, but git2 would not, and a ref to a quarantined object
 //! corrupts the repository once the push is rejected.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::error::{self, UserError};
-use git2::{Commit, ObjectType, Oid, Repository, Tree};
+use git2::{Commit, ObjectType, Oid, Repository, Tree, TreeEntry};
 
 /// Opens the repository named by `--repo`, or else the one git's environment
 /// or the current directory points at. `open_from_env` is what makes the
@@ -72,6 +73,7 @@ pub(crate) enum Snapshot<'r> {
         repo: &'r Repository,
         commit: Commit<'r>,
         tree: Tree<'r>,
+        trees: Trees<'r>,
     },
     Workdir {
         root: PathBuf,
@@ -83,7 +85,12 @@ impl<'r> Snapshot<'r> {
         let tree = commit
             .tree()
             .with_context(|| format!("cannot read the tree of {}", short(commit.id())))?;
-        Ok(Snapshot::Commit { repo, commit, tree })
+        Ok(Snapshot::Commit {
+            repo,
+            commit,
+            tree,
+            trees: Trees::default(),
+        })
     }
 
     /// What `{rev}` means: the commit id, or HEAD's for a working tree.
@@ -128,7 +135,9 @@ impl<'r> Snapshot<'r> {
     /// or a path that is not a directory).
     pub(crate) fn tree_at(&self, path: &str) -> Result<Option<Tree<'r>>> {
         match self {
-            Snapshot::Commit { repo, tree, .. } => subtree(repo, tree, path),
+            Snapshot::Commit {
+                repo, tree, trees, ..
+            } => trees.at(repo, tree, path),
             Snapshot::Workdir { .. } => Ok(None),
         }
     }
@@ -137,8 +146,10 @@ impl<'r> Snapshot<'r> {
     /// `path` is not a directory.
     pub(crate) fn subdirs(&self, path: &str) -> Result<Vec<String>> {
         match self {
-            Snapshot::Commit { repo, tree, .. } => {
-                let Some(sub) = subtree(repo, tree, path)? else {
+            Snapshot::Commit {
+                repo, tree, trees, ..
+            } => {
+                let Some(sub) = trees.at(repo, tree, path)? else {
                     return Ok(Vec::new());
                 };
                 Ok(sub
@@ -170,7 +181,9 @@ impl<'r> Snapshot<'r> {
 
     pub(crate) fn is_dir(&self, path: &str) -> Result<bool> {
         match self {
-            Snapshot::Commit { repo, tree, .. } => Ok(subtree(repo, tree, path)?.is_some()),
+            Snapshot::Commit {
+                repo, tree, trees, ..
+            } => Ok(trees.at(repo, tree, path)?.is_some()),
             Snapshot::Workdir { root } => Ok(fs::symlink_metadata(root.join(path))
                 .map(|m| m.is_dir())
                 .unwrap_or(false)),
@@ -182,18 +195,28 @@ impl<'r> Snapshot<'r> {
     /// are read, so the cost follows the change, not the size of the
     /// repository (libgit2's tree diff loads every entry of both sides: at
     /// 500,000 files that was seconds per push).
-    pub(crate) fn changed_paths(&self, base: &Snapshot<'_>) -> Result<Option<HashSet<String>>> {
+    pub(crate) fn changed_paths(&self, base: &Snapshot<'r>) -> Result<Option<HashSet<String>>> {
         let (
-            Snapshot::Commit { repo, tree, .. },
             Snapshot::Commit {
-                tree: base_tree, ..
+                repo, tree, trees, ..
+            },
+            Snapshot::Commit {
+                tree: base_tree,
+                trees: base_trees,
+                ..
             },
         ) = (self, base)
         else {
             return Ok(None);
         };
         let mut paths = HashSet::new();
-        changed_between(repo, Some(base_tree), Some(tree), "", &mut paths)
+        let sides = Sides {
+            repo,
+            old: base_trees,
+            new: trees,
+        };
+        sides
+            .changed_between(Some(base_tree), Some(tree), "", &mut paths)
             .context("cannot compare the pushed tree with the previous one")?;
         Ok(Some(paths))
     }
@@ -204,8 +227,11 @@ impl<'r> Snapshot<'r> {
         let dest = dest_root.join(path);
         fs::create_dir_all(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
         match self {
-            Snapshot::Commit { repo, tree, .. } => {
-                let sub = subtree(repo, tree, path)?
+            Snapshot::Commit {
+                repo, tree, trees, ..
+            } => {
+                let sub = trees
+                    .at(repo, tree, path)?
                     .with_context(|| format!("{path} is not a directory"))?;
                 write_tree(repo, &sub, &dest, path)
             }
@@ -214,17 +240,37 @@ impl<'r> Snapshot<'r> {
     }
 }
 
-fn subtree<'r>(repo: &'r Repository, tree: &Tree<'r>, path: &str) -> Result<Option<Tree<'r>>> {
-    if path.is_empty() {
-        return Ok(Some(tree.clone()));
-    }
-    match tree.get_path(Path::new(path)) {
-        Ok(entry) if entry.kind() == Some(ObjectType::Tree) => {
-            Ok(Some(repo.find_tree(entry.id()).with_context(|| {
-                format!("cannot read directory {path}")
-            })?))
+/// The trees a snapshot has read, by id. libgit2 caches no tree over 4 KiB
+/// and checks an object's hash on every read, so without this the
+/// 5,000-entry `files/` of a 500,000-file repository was inflated and hashed
+/// again for every lookup below it: a dozen times per push.
+#[derive(Default)]
+pub(crate) struct Trees<'r>(RefCell<HashMap<Oid, Tree<'r>>>);
+
+impl<'r> Trees<'r> {
+    fn get(&self, repo: &'r Repository, id: Oid) -> Result<Tree<'r>, git2::Error> {
+        if let Some(tree) = self.0.borrow().get(&id) {
+            return Ok(tree.clone());
         }
-        _ => Ok(None),
+        let tree = repo.find_tree(id)?;
+        self.0.borrow_mut().insert(id, tree.clone());
+        Ok(tree)
+    }
+
+    /// The directory `path` under `root` ("" is `root`), `None` when it is
+    /// not a directory there.
+    fn at(&self, repo: &'r Repository, root: &Tree<'r>, path: &str) -> Result<Option<Tree<'r>>> {
+        let mut at = root.clone();
+        for name in path.split('/').filter(|c| !c.is_empty()) {
+            let id = match at.get_name(name) {
+                Some(entry) if entry.kind() == Some(ObjectType::Tree) => entry.id(),
+                _ => return Ok(None),
+            };
+            at = self
+                .get(repo, id)
+                .with_context(|| format!("cannot read directory {path}"))?;
+        }
+        Ok(Some(at))
     }
 }
 
@@ -233,57 +279,111 @@ const MODE_EXEC: i32 = 0o100755;
 const MODE_LINK: i32 = 0o120000;
 const MODE_SUBMODULE: i32 = 0o160000;
 
-/// Adds to `out` every file path under `prefix` that differs between `old`
-/// and `new` (either may be absent: all of the other side differs).
-/// Entries with the same id and mode are skipped without reading them.
-fn changed_between(
-    repo: &Repository,
+/// Both sides of a comparison, each reading through its own snapshot's
+/// trees.
+struct Sides<'a, 'r> {
+    repo: &'r Repository,
+    old: &'a Trees<'r>,
+    new: &'a Trees<'r>,
+}
+
+impl<'r> Sides<'_, 'r> {
+    /// Adds to `out` every file path under `prefix` that differs between
+    /// `old` and `new` (either may be absent: all of the other side
+    /// differs). Entries with the same id and mode are skipped without
+    /// reading them.
+    fn changed_between(
+        &self,
+        old: Option<&Tree<'r>>,
+        new: Option<&Tree<'r>>,
+        prefix: &str,
+        out: &mut HashSet<String>,
+    ) -> Result<(), git2::Error> {
+        for (name, o, n) in differing(old, new) {
+            let path = format!("{prefix}{}", String::from_utf8_lossy(&name));
+            let subtree = |side: Option<Side>, trees: &Trees<'r>| match side {
+                Some((id, _, true)) => trees.get(self.repo, id).map(Some),
+                _ => Ok(None),
+            };
+            let (old_sub, new_sub) = (subtree(o, self.old)?, subtree(n, self.new)?);
+            if old_sub.is_some() || new_sub.is_some() {
+                self.changed_between(old_sub.as_ref(), new_sub.as_ref(), &format!("{path}/"), out)?;
+            }
+            // A file on either side (or a file replaced by a directory).
+            if o.is_some_and(|s| !s.2) || n.is_some_and(|s| !s.2) {
+                out.insert(path);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tree entry as compared: id, mode, whether it is a directory.
+type Side = (Oid, i32, bool);
+
+fn side(e: &TreeEntry<'_>) -> Side {
+    (e.id(), e.filemode(), e.kind() == Some(ObjectType::Tree))
+}
+
+/// The entries of `old` and `new` that differ, paired by name, in one merge
+/// pass over the two sorted lists: only the names that differ are copied
+/// (at 500,000 files `files/` holds 5,000 entries a side, all but one the
+/// same). An entry is skipped only when paired with an identical one of
+/// the same name, and everything unpaired counts as changed, so a tree
+/// that is not sorted (crafted: git never writes one) can only make more
+/// paths count as changed, never fewer.
+fn differing(
     old: Option<&Tree<'_>>,
     new: Option<&Tree<'_>>,
-    prefix: &str,
-    out: &mut HashSet<String>,
-) -> Result<(), git2::Error> {
-    type Side = (Oid, i32, bool);
-    let mut entries: std::collections::BTreeMap<Vec<u8>, (Option<Side>, Option<Side>)> =
-        std::collections::BTreeMap::new();
-    for (tree, is_new) in [(old, false), (new, true)] {
-        for e in tree.into_iter().flat_map(Tree::iter) {
-            let side = (e.id(), e.filemode(), e.kind() == Some(ObjectType::Tree));
-            let slot = entries.entry(e.name_bytes().to_vec()).or_default();
-            if is_new {
-                slot.1 = Some(side);
-            } else {
-                slot.0 = Some(side);
-            }
-        }
-    }
-    for (name, (o, n)) in entries {
-        if o == n {
-            continue;
-        }
-        let path = format!("{prefix}{}", String::from_utf8_lossy(&name));
-        let subtree = |side: Option<Side>| -> Result<Option<Tree<'_>>, git2::Error> {
-            match side {
-                Some((id, _, true)) => repo.find_tree(id).map(Some),
-                _ => Ok(None),
-            }
+) -> Vec<(Vec<u8>, Option<Side>, Option<Side>)> {
+    use std::cmp::Ordering;
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    loop {
+        let (a, b) = (old.and_then(|t| t.get(i)), new.and_then(|t| t.get(j)));
+        let order = match (&a, &b) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(a), Some(b)) => git_order(a, b),
         };
-        let (old_sub, new_sub) = (subtree(o)?, subtree(n)?);
-        if old_sub.is_some() || new_sub.is_some() {
-            changed_between(
-                repo,
-                old_sub.as_ref(),
-                new_sub.as_ref(),
-                &format!("{path}/"),
-                out,
-            )?;
-        }
-        // A file on either side (or a file replaced by a directory).
-        if o.is_some_and(|s| !s.2) || n.is_some_and(|s| !s.2) {
-            out.insert(path);
+        match (order, a, b) {
+            (Ordering::Less, Some(a), _) => {
+                out.push((a.name_bytes().to_vec(), Some(side(&a)), None));
+                i += 1;
+            }
+            (Ordering::Greater, _, Some(b)) => {
+                out.push((b.name_bytes().to_vec(), None, Some(side(&b))));
+                j += 1;
+            }
+            (_, Some(a), Some(b)) => {
+                if side(&a) != side(&b) {
+                    out.push((a.name_bytes().to_vec(), Some(side(&a)), Some(side(&b))));
+                }
+                i += 1;
+                j += 1;
+            }
+            _ => unreachable!("an order is only taken between present entries"),
         }
     }
-    Ok(())
+    out
+}
+
+/// git's order of tree entries: by name, a directory's name compared as if
+/// it ended in `/`.
+fn git_order(a: &TreeEntry<'_>, b: &TreeEntry<'_>) -> std::cmp::Ordering {
+    let (a_name, b_name) = (a.name_bytes(), b.name_bytes());
+    let n = a_name.len().min(b_name.len());
+    // After the common part: the next byte, or a directory's `/`, or
+    // nothing (which sorts first).
+    let next = |name: &[u8], e: &TreeEntry<'_>| {
+        name.get(n)
+            .copied()
+            .or((e.kind() == Some(ObjectType::Tree)).then_some(b'/'))
+    };
+    a_name[..n]
+        .cmp(&b_name[..n])
+        .then_with(|| next(a_name, a).cmp(&next(b_name, b)))
 }
 
 fn write_tree(repo: &Repository, tree: &Tree<'_>, dest: &Path, rel: &str) -> Result<()> {

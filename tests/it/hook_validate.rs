@@ -726,8 +726,8 @@ fn debug_log_traces_every_spawned_command() {
     let out = env.run(cmd);
     out.assert_ok();
     // The check runs inside the sandbox: its argv is traced with the
-    // sandbox's own around it.
-    let traced = out.lines_with(&["debug: run", "/usr/sbin/sshd", "-t"]);
+    // sandbox's own around it, stamped with the time since the hook began.
+    let traced = out.lines_with(&["debug: ", " ms  run [", "/usr/sbin/sshd", "-t"]);
     assert_eq!(traced.len(), 1, "the sshd check is not traced once\n{out}");
     assert!(
         traced[0].contains("bwrap"),
@@ -737,6 +737,18 @@ fn debug_log_traces_every_spawned_command() {
         !out.lines_with(&["debug: ", ": exit 0, "]).is_empty(),
         "how the check ended is not traced\n{out}"
     );
+    // So are the stages a push goes through, where its time goes.
+    for stage in [
+        "policy read",
+        "work tree written",
+        "refs/heads/main: prepared",
+    ] {
+        assert_eq!(
+            out.lines_with(&["debug: ", " ms  ", stage]).len(),
+            1,
+            "the stage {stage:?} is not traced once\n{out}"
+        );
+    }
     // Without the variable, no trace reaches the pusher.
     env.append(SSHD_92, "# another");
     env.commit("touch again");
