@@ -15,7 +15,7 @@ use crate::config::OnFailure;
 use crate::error::UserError;
 use crate::record::journal::{self, Action, BreakGlass, Event, History, Outcome, Recorder};
 use crate::record::lock;
-use crate::rollout::host::{self, HostResult};
+use crate::rollout::host::HostResult;
 use crate::rollout::ledger::Ledger;
 use crate::rollout::plan::{HostJob, Plan};
 use crate::rollout::restore::{self, Back, Restored};
@@ -223,6 +223,7 @@ fn begin(
         deploy_lock.hold_until_git_is_done()?;
     }
     refuse_if_moved(repo, &opts.expect_ref)?;
+    crate::ui::debug("deploy lock held");
     // Read before this run writes, so "previous revision" means before it.
     let history = journal::read(repo.path())?;
     let action = match opts.action {
@@ -242,6 +243,7 @@ fn begin(
         .flat_map(|s| s.hosts.iter().map(group_host))
         .collect();
     journal.append(&[start])?;
+    crate::ui::debug("journal read, start journaled");
     Ok(Begun {
         _lock: deploy_lock,
         history,
@@ -331,58 +333,6 @@ struct Rollout<'a, 'p> {
     ui: &'a Ui,
     /// Hosts that failed within their group's budget and were put back.
     left_behind: Vec<String>,
-}
-
-impl<'p> Rollout<'_, 'p> {
-    fn batch(
-        &mut self,
-        batch: &'p [HostJob],
-        results: &mut Vec<HostResult<'p>>,
-        done: &AtomicUsize,
-    ) -> Result<()> {
-        let mut record =
-            self.rec
-                .record(Event::Batch, self.action, &self.plan.rev, Outcome::Started);
-        record.hosts = batch.iter().map(group_host).collect();
-        self.journal.append(&[record])?;
-        let before = |host: &str, service: &str| {
-            self.history.last_good(host, service).map(|p| p.rev.clone())
-        };
-        let cwd = self.worktree.root();
-        std::thread::scope(|s| {
-            let (tx, rx) = mpsc::channel();
-            for job in batch {
-                let tx = tx.clone();
-                s.spawn(move || tx.send(host::run(job, cwd)));
-            }
-            drop(tx);
-            // Group commit: whatever finished together is synced once, then
-            // reported. If the journal fails, the batch's other hosts are
-            // still waited for and kept: they are touched, and must go back.
-            let mut failure = None;
-            while let Ok(first) = rx.recv() {
-                let mut arrived = vec![first];
-                arrived.extend(rx.try_iter());
-                let records: Vec<_> = arrived
-                    .iter()
-                    .flat_map(|r| r.records(self.rec, self.action, &self.plan.rev, before))
-                    .collect();
-                if let Err(e) = self.journal.append(&records)
-                    && failure.is_none()
-                {
-                    self.ui
-                        .line(format_args!("cannot write the journal, stopping: {e:#}"));
-                    failure = Some(e);
-                }
-                for r in arrived {
-                    done.fetch_add(1, Ordering::Relaxed);
-                    r.show(self.ui);
-                    results.push(r);
-                }
-            }
-            failure.map_or(Ok(()), Err)
-        })
-    }
 }
 
 /// Once the lock is held, a push's ref must still be where git will expect

@@ -432,6 +432,94 @@ fn arm_runs_before_the_reload_and_disarm_after_health_and_together_reloads_nothi
 // ---- waves and bake --------------------------------------------------------------
 
 #[test]
+fn a_batch_is_a_window_a_slow_host_holds_nobody_up_and_a_failure_starts_nobody() {
+    let f = Fleet::new();
+    let farm = names("web", 4);
+    let mut setup = Setup::new(&farm, &["batch = 2"]);
+    let reload = setup
+        .spec
+        .service
+        .iter_mut()
+        .find(|l| l.starts_with("reload = "))
+        .expect("a reload");
+    *reload = format!(
+        "reload = {}",
+        argv(&step(
+            "reload",
+            "if [ {host} = web01 ]; then sleep 2; else sleep 0.2; fi"
+        ))
+    );
+    setup.start(&f);
+    let b = f.change("b");
+
+    let out = farm_push(&f);
+
+    f.assert_landed(&out, &b);
+    let all = steps(&f);
+    let at = |role: &str, host: &str| -> (u128, u128) {
+        let s = of(&all, role, &b)
+            .into_iter()
+            .find(|s| s.host == host)
+            .unwrap_or_else(|| panic!("no {role} on {host}: {all:#?}"));
+        (s.start, s.end)
+    };
+    // The places web02 and then web03 freed were taken while web01 still
+    // reloaded: nobody waited for the slowest host of a batch.
+    let web01_reloaded = at("reload", "web01").1;
+    for h in ["web03", "web04"] {
+        assert!(at("deploy", h).0 < web01_reloaded, "{h} waited for web01");
+    }
+    // And never more than two hosts at a time.
+    let spans: Vec<(u128, u128)> = farm
+        .iter()
+        .map(|h| (at("deploy", h).0, at("health", h).1))
+        .collect();
+    for (start, _) in &spans {
+        let running = spans
+            .iter()
+            .filter(|(a, z)| a <= start && start < z)
+            .count();
+        assert!(running <= 2, "{running} hosts at once: {spans:?}");
+    }
+    // The journal says who started when: two, then one per freed place.
+    let run = f.runs().last().unwrap().id.clone();
+    let batches: Vec<Vec<String>> = f
+        .journal()
+        .iter()
+        .filter(|r| r["run"] == run.as_str() && r["event"] == "batch")
+        .map(|r| crate::fleet::strings(&r["hosts"]))
+        .collect();
+    assert_eq!(
+        batches,
+        [
+            vec!["farm/web01".to_string(), "farm/web02".into()],
+            vec!["farm/web03".into()],
+            vec!["farm/web04".into()],
+        ]
+    );
+
+    // web02 fails while web01 still reloads: its free place is not taken,
+    // nobody else starts, web01 ends, and both go back.
+    let c = f.change("c");
+    mark(&f, "web02", &c, "broken");
+    let out = farm_push(&f);
+
+    f.assert_rejected(&out, Some(&b));
+    let all = steps(&f);
+    assert_eq!(
+        hosts_of(&of(&all, "deploy", &c)),
+        ["web01", "web02"],
+        "a host started after web02 failed"
+    );
+    assert_eq!(hosts_of(&of(&all, "reload", &c)), ["web01", "web02"]);
+    for h in &farm {
+        f.assert_on(h, &b, SSHD_92);
+        assert_eq!(f.status_of(h)["rev"], b.as_str(), "{h}");
+    }
+    f.assert_clean();
+}
+
+#[test]
 fn waves_of_one_two_three_run_as_batches() {
     let f = Fleet::new();
     let farm = names("web", 6);

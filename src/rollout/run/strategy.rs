@@ -6,8 +6,8 @@
 //! A child of `run` so that it drives the same `Rollout` (journal, output,
 //! batches) rather than a copy of it.
 
-use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Barrier, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -107,15 +107,35 @@ impl<'p> Rollout<'_, 'p> {
             other => other,
         };
         let mut staged = staged.map(Vec::into_iter);
+        // Where the current wave begins in the group's host list.
+        let mut from = 0;
         for (i, wave) in waves.iter().enumerate() {
-            match &mut staged {
-                None => self.batch(wave, results, done)?,
+            let mut go_on = match &mut staged {
+                None => {
+                    // The last configured size repeats. Without a bake
+                    // between them, those waves need no barrier: the rest
+                    // of the group is one window of that width.
+                    if spec.bake.is_none() && i + 1 >= spec.waves.len() {
+                        let rest = &stage.hosts[from..];
+                        return self.window(
+                            repo,
+                            stage,
+                            rest,
+                            wave.len(),
+                            results,
+                            done,
+                            &mut budget,
+                        );
+                    }
+                    self.window(repo, stage, wave, wave.len(), results, done, &mut budget)?
+                }
                 Some(staged) => {
                     let staged: Vec<HostResult<'p>> = staged.take(wave.len()).collect();
                     self.activate(wave, staged, results, done)?;
+                    self.settle(repo, stage, results, &mut budget)?
                 }
-            }
-            let mut go_on = self.settle(repo, stage, results, &mut budget)?;
+            };
+            from += wave.len();
             if go_on
                 && let Some(bake) = spec.bake
                 && i + 1 < waves.len()
@@ -131,6 +151,118 @@ impl<'p> Rollout<'_, 'p> {
             }
         }
         Ok(true)
+    }
+
+    /// Runs `hosts` through all their steps, at most `width` at a time: a
+    /// host starts as soon as another one ends, so the slowest host of a
+    /// batch holds nobody up. Whatever ended together and whoever starts
+    /// in its place are journaled in one write (one sync), before anyone
+    /// starts and before the pusher hears of them. A failure within the
+    /// group's budget is put back at once; past the budget (or when the
+    /// journal fails) nothing new starts, the running hosts end, and the
+    /// run stops: `Ok(false)`, or the journal's error.
+    #[allow(clippy::too_many_arguments)]
+    fn window(
+        &mut self,
+        repo: &Repository,
+        stage: &Stage,
+        hosts: &'p [HostJob],
+        width: usize,
+        results: &mut Vec<HostResult<'p>>,
+        done: &AtomicUsize,
+        budget: &mut Budget,
+    ) -> Result<bool> {
+        if hosts.is_empty() {
+            return Ok(true);
+        }
+        let worktree = self.worktree;
+        let cwd = worktree.root();
+        let mut go_on = true;
+        let mut failure: Option<anyhow::Error> = None;
+        let mut next = width.clamp(1, hosts.len());
+        let mut starting = &hosts[..next];
+        self.journal_batch(starting)?;
+        std::thread::scope(|s| -> Result<()> {
+            let (tx, rx) = mpsc::channel();
+            let mut running = 0;
+            loop {
+                for job in starting {
+                    let tx = tx.clone();
+                    // A host's thread that panicked must still report, or
+                    // this loop would wait for it forever.
+                    s.spawn(move || {
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            host::run(job, cwd)
+                        }));
+                        let _ = tx.send(result);
+                    });
+                }
+                running += starting.len();
+                if running == 0 {
+                    return Ok(());
+                }
+                let first = rx.recv().expect("the sender is held here");
+                let arrived: Vec<HostResult<'p>> = std::iter::once(first)
+                    .chain(rx.try_iter())
+                    .map(|r| r.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                    .collect();
+                running -= arrived.len();
+                let failed = arrived.iter().any(HostResult::failed);
+                // Who takes the free places: in the same write, unless a
+                // failure first has to be weighed against the budget.
+                let mut take = |n: usize| {
+                    let end = (next + n).min(hosts.len());
+                    let slice = &hosts[next..end];
+                    next = end;
+                    slice
+                };
+                starting = if go_on && failure.is_none() && !failed {
+                    take(arrived.len())
+                } else {
+                    &[]
+                };
+                let mut records: Vec<Record> =
+                    arrived.iter().flat_map(|r| self.records(r)).collect();
+                if !starting.is_empty() {
+                    records.push(self.batch_record(starting));
+                }
+                if let Err(e) = self.journal.append(&records) {
+                    self.stop_on_journal(e, &mut failure);
+                    starting = &[];
+                }
+                let freed = arrived.len();
+                for r in arrived {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    r.show(self.ui);
+                    results.push(r);
+                }
+                if failed && go_on && failure.is_none() {
+                    go_on = self.settle(repo, stage, results, budget)?;
+                    if go_on {
+                        starting = take(freed);
+                        if !starting.is_empty()
+                            && let Err(e) = self.journal_batch(starting)
+                        {
+                            self.stop_on_journal(e, &mut failure);
+                            starting = &[];
+                        }
+                    }
+                }
+            }
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(go_on),
+        }
+    }
+
+    /// The first journal failure of a window stops it (said once).
+    fn stop_on_journal(&self, e: anyhow::Error, failure: &mut Option<anyhow::Error>) {
+        if failure.is_none() {
+            self.ui
+                .line(format_args!("cannot write the journal, stopping: {e:#}"));
+            *failure = Some(e);
+        }
     }
 
     /// Hosts staged but never activated, when the run stops: their files
@@ -441,11 +573,18 @@ impl<'p> Rollout<'_, 'p> {
     }
 
     fn journal_batch(&mut self, wave: &[HostJob]) -> Result<()> {
+        let record = self.batch_record(wave);
+        self.journal.append(&[record])
+    }
+
+    /// Says that `hosts` start now: `status` calls a host interrupted when
+    /// its batch began and its result never came.
+    fn batch_record(&self, hosts: &[HostJob]) -> Record {
         let mut record =
             self.rec
                 .record(Event::Batch, self.action, &self.plan.rev, Outcome::Started);
-        record.hosts = wave.iter().map(super::group_host).collect();
-        self.journal.append(&[record])
+        record.hosts = hosts.iter().map(super::group_host).collect();
+        record
     }
 
     fn records(&self, r: &HostResult<'_>) -> Vec<Record> {
