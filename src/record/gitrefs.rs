@@ -55,7 +55,10 @@ pub(crate) fn publish(git_dir: &Path) -> Result<()> {
         }
         break;
     }
-    move_deploy_refs(&repo, git_dir)
+    crate::ui::debug(format_args!("journal published to {JOURNAL_REF}"));
+    move_deploy_refs(&repo, git_dir)?;
+    crate::ui::debug("deploy refs moved");
+    Ok(())
 }
 
 /// [`publish`] after a run: its failure is reported, never the run's
@@ -82,17 +85,21 @@ fn commit_journal(repo: &Repository, dir: &Path) -> std::result::Result<(), git2
         Err(e) => return Err(e),
     };
     let previous = parent.as_ref().map(|c| c.tree()).transpose()?;
+    // The previous publication's sealed segments, read once (a tree of
+    // hundreds of entries is not cached by libgit2).
+    let previous_sealed = match previous.as_ref().map(|t| t.get_name(segment::SEALED_DIR)) {
+        Some(Some(e)) if e.kind() == Some(git2::ObjectType::Tree) => Some(repo.find_tree(e.id())?),
+        _ => None,
+    };
     let sealed = segment::sealed(dir).map_err(|e| git2::Error::from_str(&format!("{e:#}")))?;
     let mut root = repo.treebuilder(None)?;
     if !sealed.is_empty() {
         let mut sub = repo.treebuilder(None)?;
         for s in &sealed {
             let name = format!("{:06}.jsonl", s.number);
-            let reused = previous.as_ref().and_then(|t| {
-                t.get_path(&Path::new(segment::SEALED_DIR).join(&name))
-                    .ok()
-                    .map(|e| e.id())
-            });
+            let reused = previous_sealed
+                .as_ref()
+                .and_then(|t| t.get_name(&name).map(|e| e.id()));
             let id = match reused {
                 Some(id) => id,
                 None => repo.blob_path(&s.path)?,
