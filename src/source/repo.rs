@@ -299,7 +299,7 @@ impl<'r> Sides<'_, 'r> {
         prefix: &str,
         out: &mut HashSet<String>,
     ) -> Result<(), git2::Error> {
-        for (name, o, n) in differing(old, new) {
+        for (name, o, n) in differing(old, new)? {
             let path = format!("{prefix}{}", String::from_utf8_lossy(&name));
             let subtree = |side: Option<Side>, trees: &Trees<'r>| match side {
                 Some((id, _, true)) => trees.get(self.repo, id).map(Some),
@@ -320,6 +320,8 @@ impl<'r> Sides<'_, 'r> {
 
 /// A tree entry as compared: id, mode, whether it is a directory.
 type Side = (Oid, i32, bool);
+/// A name and how it stands on the old and the new side.
+type Pair = (Vec<u8>, Option<Side>, Option<Side>);
 
 fn side(e: &TreeEntry<'_>) -> Side {
     (e.id(), e.filemode(), e.kind() == Some(ObjectType::Tree))
@@ -329,14 +331,46 @@ fn side(e: &TreeEntry<'_>) -> Side {
 /// pass over the two sorted lists: only the names that differ are copied
 /// (at 500,000 files `files/` holds 5,000 entries a side, all but one the
 /// same). An entry is skipped only when paired with an identical one of
-/// the same name, and everything unpaired counts as changed, so a tree
-/// that is not sorted (crafted: git never writes one) can only make more
-/// paths count as changed, never fewer.
-fn differing(
-    old: Option<&Tree<'_>>,
-    new: Option<&Tree<'_>>,
-) -> Vec<(Vec<u8>, Option<Side>, Option<Side>)> {
+/// the same name, and everything unpaired counts as changed.
+///
+/// That is sound only for a tree in which every name means one entry, the
+/// one a lookup by name finds. git never writes another, but a crafted push
+/// can (two `9.2` entries, the first unchanged, the second what the server
+/// reads): such a new tree is refused, and such an old one counts as all
+/// changed.
+fn differing(old: Option<&Tree<'_>>, new: Option<&Tree<'_>>) -> Result<Vec<Pair>, git2::Error> {
     use std::cmp::Ordering;
+    if let Some(t) = new
+        && !unambiguous(t)
+    {
+        return Err(git2::Error::from_str(&format!(
+            "the pushed tree {} lists a name twice or out of order, which git never writes \
+             (`git fsck` reports it; the server can refuse such pushes with \
+             receive.fsckObjects = true)",
+            t.id()
+        )));
+    }
+    let all = |t: Option<&Tree<'_>>, is_new: bool| -> Vec<Pair> {
+        t.into_iter()
+            .flat_map(Tree::iter)
+            .map(|e| {
+                let s = Some(side(&e));
+                let name = e.name_bytes().to_vec();
+                if is_new {
+                    (name, None, s)
+                } else {
+                    (name, s, None)
+                }
+            })
+            .collect()
+    };
+    if let Some(t) = old
+        && !unambiguous(t)
+    {
+        let mut out = all(old, false);
+        out.extend(all(new, true));
+        return Ok(out);
+    }
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
     loop {
@@ -366,7 +400,17 @@ fn differing(
             _ => unreachable!("an order is only taken between present entries"),
         }
     }
-    out
+    Ok(out)
+}
+
+/// Whether each entry of `t` is what a lookup of its name finds (what the
+/// rest of rollgate, and libgit2, read): no name listed twice with
+/// different content, none out of order where a lookup misses it.
+fn unambiguous(t: &Tree<'_>) -> bool {
+    t.iter().all(|e| {
+        t.get_name_bytes(e.name_bytes())
+            .is_some_and(|found| found.id() == e.id() && found.filemode() == e.filemode())
+    })
 }
 
 /// git's order of tree entries: by name, a directory's name compared as if

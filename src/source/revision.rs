@@ -419,8 +419,22 @@ vars = { version = "9.6", nginx_version = "1.22" }
         }
     }
 
+    /// A tree object written byte by byte: `(mode, name, id)` in the order
+    /// given, as a crafted push can, which git's own writers never do.
+    fn raw_tree(repo: &Repository, entries: &[(i32, &str, Oid)]) -> Oid {
+        let mut raw = Vec::new();
+        for (mode, name, id) in entries {
+            raw.extend(format!("{mode:o} {name}\0").into_bytes());
+            raw.extend(id.as_bytes());
+        }
+        repo.odb()
+            .unwrap()
+            .write(git2::ObjectType::Tree, &raw)
+            .unwrap()
+    }
+
     #[test]
-    fn a_crafted_unsorted_tree_counts_more_as_changed_never_less() {
+    fn a_crafted_tree_is_refused_when_pushed_and_all_changed_when_it_is_the_base() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(dir.path()).unwrap();
         let a = commit(
@@ -429,47 +443,53 @@ vars = { version = "9.6", nginx_version = "1.22" }
             &[
                 ("rollgate.toml", CONFIG),
                 ("files/sshd/9.2/sshd_config", "Port 22\n"),
-                ("other/a", "a\n"),
+                ("files/sshd/9.6/sshd_config", "Port 2\n"),
             ],
         );
-        let b = commit(
-            &repo,
-            Some(a),
-            &[("files/sshd/9.2/sshd_config", "Port 2\n")],
-        );
-        // b's root tree with its entries written in reverse order, which
-        // git never does but a crafted push can.
-        let tree = repo.find_commit(b).unwrap().tree().unwrap();
-        let mut raw = Vec::new();
-        for e in tree.iter().collect::<Vec<_>>().into_iter().rev() {
-            raw.extend(format!("{:o} ", e.filemode()).into_bytes());
-            raw.extend(e.name_bytes());
-            raw.push(0);
-            raw.extend(e.id().as_bytes());
-        }
-        let crafted = repo
-            .odb()
-            .unwrap()
-            .write(git2::ObjectType::Tree, &raw)
-            .unwrap();
-        let crafted = repo.find_tree(crafted).unwrap();
-        let sig = Signature::new("t", "t@example.test", &git2::Time::new(0, 0)).unwrap();
-        let parent = repo.find_commit(a).unwrap();
-        let c = repo
-            .commit(None, &sig, &sig, "crafted", &crafted, &[&parent])
-            .unwrap();
+        let root = repo.find_commit(a).unwrap().tree().unwrap();
+        let id =
+            |t: &git2::Tree<'_>, path: &str| t.get_path(std::path::Path::new(path)).unwrap().id();
+        let toml = id(&root, "rollgate.toml");
+        let sshd = repo.find_tree(id(&root, "files/sshd")).unwrap();
+        let (v92, v96) = (id(&sshd, "9.2"), id(&sshd, "9.6"));
+        let empty = raw_tree(&repo, &[]);
+        let commit_of = |sshd_entries: &[(i32, &str, Oid)]| {
+            let sshd = raw_tree(&repo, sshd_entries);
+            let files = raw_tree(&repo, &[(0o40000, "sshd", sshd)]);
+            let root = raw_tree(
+                &repo,
+                &[(0o100644, "rollgate.toml", toml), (0o40000, "files", files)],
+            );
+            let sig = Signature::new("t", "t@example.test", &git2::Time::new(0, 0)).unwrap();
+            let parent = repo.find_commit(a).unwrap();
+            let tree = repo.find_tree(root).unwrap();
+            repo.commit(None, &sig, &sig, "crafted", &tree, &[&parent])
+                .unwrap()
+        };
+        // 9.2 twice: the first as before, the second (what a lookup finds)
+        // empty. Then the entries in reverse order.
+        let twice = commit_of(&[
+            (0o40000, "9.2", v92),
+            (0o40000, "9.2", empty),
+            (0o40000, "9.6", v96),
+        ]);
+        let reversed = commit_of(&[(0o40000, "9.6", v96), (0o40000, "9.2", empty)]);
         let snapshot = |id| Snapshot::of_commit(&repo, repo.find_commit(id).unwrap()).unwrap();
-        for (old, new, truly) in [(a, c, (a, b)), (c, a, (b, a))] {
-            let ours = snapshot(new)
-                .changed_paths(&snapshot(old))
+        for crafted in [twice, reversed] {
+            let pushed = snapshot(crafted).changed_paths(&snapshot(a));
+            let error = format!("{:#}", pushed.expect_err("a crafted tree was compared"));
+            assert!(
+                error.contains("lists a name twice or out of order"),
+                "{error}"
+            );
+            // As the base, everything under the crafted tree counts as changed.
+            let ours = snapshot(a)
+                .changed_paths(&snapshot(crafted))
                 .unwrap()
                 .unwrap();
-            let expected = git_diff(&repo, truly.0, truly.1);
-            assert!(!expected.is_empty());
-            assert!(
-                ours.is_superset(&expected),
-                "{ours:?} misses some of {expected:?}"
-            );
+            for path in ["files/sshd/9.2/sshd_config", "files/sshd/9.6/sshd_config"] {
+                assert!(ours.contains(path), "{path} not counted: {ours:?}");
+            }
         }
     }
 }
