@@ -134,10 +134,17 @@ pub(crate) fn run(
         );
         return Ok(());
     };
-    let failed: Vec<&str> = results
+    // Hosts put back within the budget before the run stopped failed too.
+    let failed: Vec<&str> = rollout
+        .left_behind
         .iter()
-        .filter(|r| r.failed())
-        .map(|r| r.job.host.as_str())
+        .map(String::as_str)
+        .chain(
+            results
+                .iter()
+                .filter(|r| r.failed())
+                .map(|r| r.job.host.as_str()),
+        )
         .collect();
     let mut end = rec.record(Event::End, action, &plan.rev, Outcome::Failed);
     end.duration_ms = Some(started.elapsed().as_millis() as u64);
@@ -167,7 +174,7 @@ pub(crate) fn run(
         ui,
         action,
         plan,
-        &results,
+        (&results, &rollout.left_behind),
         &restored,
         why.as_deref(),
         started.elapsed(),
@@ -356,11 +363,13 @@ fn refuse_if_moved(repo: &Repository, expect: &Option<(String, Option<Oid>)>) ->
 
 /// Where things stand after a stopped rollout, host by host, so nobody has
 /// to reconstruct it from the journal mid-incident. Always the last lines.
+/// Hosts that failed within their group's budget were put back then and
+/// are no longer in `results`: `rollout.left_behind` names them.
 fn summarize_failure(
     ui: &Ui,
     action: Action,
     plan: &Plan,
-    results: &[HostResult<'_>],
+    (results, left_behind): (&[HostResult<'_>], &[String]),
     restored: &[Restored],
     why: Option<&str>,
     took: Duration,
@@ -373,14 +382,17 @@ fn summarize_failure(
             .map(|r| r.job.host.as_str())
             .collect()
     };
-    let failed = hosts_where(&|r| r.failed());
+    let mut failed: Vec<&str> = left_behind.iter().map(String::as_str).collect();
+    failed.extend(hosts_where(&|r| r.failed()));
     let ok = hosts_where(&|r| !r.failed());
     let unstarted: Vec<&str> = plan
         .stages
         .iter()
         .flat_map(|s| &s.hosts)
         .map(|h| h.host.as_str())
-        .filter(|h| !results.iter().any(|r| r.job.host == *h))
+        .filter(|h| {
+            !results.iter().any(|r| r.job.host == *h) && !left_behind.iter().any(|l| l == h)
+        })
         .collect();
     let failed_names = match failed.is_empty() {
         true => String::new(),
@@ -420,6 +432,15 @@ fn summarize_failure(
             .entry((4, format!("now on {rev_short}")))
             .or_default()
             .insert(h);
+    }
+    if !left_behind.is_empty() {
+        lines
+            .entry((
+                4,
+                "failed within max_failures, put back then (see above)".into(),
+            ))
+            .or_default()
+            .extend(left_behind.iter().map(String::as_str));
     }
     if !unstarted.is_empty() {
         lines

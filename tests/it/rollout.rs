@@ -579,10 +579,10 @@ fn batches_never_run_more_hosts_at_once_than_batch() {
 // ---- failure: stop, restore, reject ---------------------------------------------
 
 #[test]
-fn failing_health_stops_before_the_next_batch_and_restores_every_touched_host() {
+fn failing_health_starts_no_other_host_and_restores_every_touched_host() {
     let f = Fleet::new();
     let farm = ["server01", "server02", "server03", "server05"];
-    let spec = health_spec(None, &farm, 2);
+    let spec = health_spec(None, &farm, 1);
     let a = f.init(&spec);
     let out = f.env.push(&["-o", "all"]);
     f.assert_landed(&out, &a);
@@ -632,7 +632,7 @@ fn failing_health_stops_before_the_next_batch_and_restores_every_touched_host() 
     // restore-failed, which a push ignores).
     f.assert_on("server02", &a, SSHD_92);
     f.assert_on("server01", &a, SSHD_92);
-    // The next batch never started.
+    // No host started after the failure.
     for (h, before) in &untouched {
         assert_eq!(&f.tree(h), before, "{h} was touched\n{out}");
     }
@@ -684,7 +684,7 @@ fn failing_health_stops_before_the_next_batch_and_restores_every_touched_host() 
 #[test]
 fn failed_host_without_an_earlier_revision_is_left_alone_and_reported() {
     let f = Fleet::new();
-    let spec = health_spec(None, &FARM, 2);
+    let spec = health_spec(None, &FARM, 1);
     f.start(&spec);
     let a = f.env.remote_ref(MAIN).unwrap();
     let b = f.change("b");

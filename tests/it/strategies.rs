@@ -777,6 +777,61 @@ fn a_budget_of_two_tolerates_two_failures_and_stops_at_the_third() {
     f.assert_clean();
 }
 
+/// Found by a red-team pass: a host put back within the budget and then a
+/// stop. The summary must count it as failed, not as never started.
+#[test]
+fn a_host_put_back_within_the_budget_is_failed_in_the_summary_when_the_run_stops() {
+    let f = Fleet::new();
+    let farm = names("web", 6);
+    let mut setup = Setup::new(&farm, &["batch = 3", "max_failures = 1"]);
+    let reload = setup
+        .spec
+        .service
+        .iter_mut()
+        .find(|l| l.starts_with("reload = "))
+        .expect("a reload");
+    // web01 fails first, alone; web02 and web03 after it.
+    *reload = format!(
+        "reload = {}",
+        argv(&step(
+            "reload",
+            "if [ {host} = web01 ]; then sleep 0.1; else sleep 1.5; fi"
+        ))
+    );
+    let a = setup.start(&f);
+    let b = f.change("b");
+    for h in ["web01", "web02", "web03"] {
+        mark(&f, h, &b, "broken");
+    }
+
+    let out = farm_push(&f);
+
+    f.assert_rejected(&out, Some(&a));
+    f.assert_line(&out, &["web01 failed", "1 of max_failures = 1", "going on"]);
+    f.assert_line(&out, &["more than max_failures = 1", "stopping"]);
+    f.assert_line(&out, &["stopped after", "3 FAILED (web01, web02, web03)"]);
+    f.assert_line(
+        &out,
+        &["failed within max_failures, put back then", "web01"],
+    );
+    let not_started = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("not started, unchanged"))
+        .unwrap_or_default();
+    assert!(!not_started.contains("web01"), "{not_started}\n{out}");
+    let end = f.runs().last().unwrap().end.clone().expect("the run ended");
+    let error = end["error"].as_str().unwrap_or_default();
+    for h in ["web01", "web02", "web03"] {
+        assert!(error.contains(h), "{h} is missing from {end}");
+    }
+    for h in &farm {
+        f.assert_on(h, &a, SSHD_92);
+        assert_eq!(f.status_of(h)["rev"], a.as_str(), "{h}");
+    }
+    f.assert_clean();
+}
+
 // ---- config errors ---------------------------------------------------------------
 
 #[test]
