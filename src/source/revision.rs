@@ -306,6 +306,15 @@ vars = { version = "9.6", nginx_version = "1.22" }
         repo.commit(None, &sig, &sig, "c", &tree, &refs).unwrap()
     }
 
+    /// A bare repository in a temporary directory (kept while `TempDir`
+    /// lives) holding one commit of `files`.
+    fn repo_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Repository, Oid) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let first = commit(&repo, None, files);
+        (dir, repo, first)
+    }
+
     fn load(repo: &Repository, id: Oid) -> Revision<'_> {
         Revision::load(Snapshot::of_commit(repo, repo.find_commit(id).unwrap()).unwrap()).unwrap()
     }
@@ -322,19 +331,13 @@ vars = { version = "9.6", nginx_version = "1.22" }
 
     #[test]
     fn only_directories_whose_content_changed_are_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = Repository::init_bare(dir.path()).unwrap();
-        let a = commit(
-            &repo,
-            None,
-            &[
-                ("rollgate.toml", CONFIG),
-                ("files/sshd/9.2/sshd_config", "Port 22\n"),
-                ("files/sshd/9.6/sshd_config", "Port 22\n"),
-                ("files/nginx/1.22/nginx.conf", "events {}\n"),
-                ("README", "hello\n"),
-            ],
-        );
+        let (_dir, repo, a) = repo_with(&[
+            ("rollgate.toml", CONFIG),
+            ("files/sshd/9.2/sshd_config", "Port 22\n"),
+            ("files/sshd/9.6/sshd_config", "Port 22\n"),
+            ("files/nginx/1.22/nginx.conf", "events {}\n"),
+            ("README", "hello\n"),
+        ]);
         // No base (a first push): everything.
         assert_eq!(
             changed(&repo, a, None),
@@ -373,19 +376,13 @@ vars = { version = "9.6", nginx_version = "1.22" }
 
     #[test]
     fn changed_paths_match_gits_tree_diff() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = Repository::init_bare(dir.path()).unwrap();
-        let a = commit(
-            &repo,
-            None,
-            &[
-                ("rollgate.toml", CONFIG),
-                ("files/sshd/9.2/sshd_config", "Port 22\n"),
-                ("files/sshd/9.2/d/x.conf", "x\n"),
-                ("files/nginx/1.22/nginx.conf", "events {}\n"),
-                ("other/a", "a\n"),
-            ],
-        );
+        let (_dir, repo, a) = repo_with(&[
+            ("rollgate.toml", CONFIG),
+            ("files/sshd/9.2/sshd_config", "Port 22\n"),
+            ("files/sshd/9.2/d/x.conf", "x\n"),
+            ("files/nginx/1.22/nginx.conf", "events {}\n"),
+            ("other/a", "a\n"),
+        ]);
         let b = commit(
             &repo,
             Some(a),
@@ -435,17 +432,11 @@ vars = { version = "9.6", nginx_version = "1.22" }
 
     #[test]
     fn a_crafted_tree_is_refused_when_pushed_and_all_changed_when_it_is_the_base() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = Repository::init_bare(dir.path()).unwrap();
-        let a = commit(
-            &repo,
-            None,
-            &[
-                ("rollgate.toml", CONFIG),
-                ("files/sshd/9.2/sshd_config", "Port 22\n"),
-                ("files/sshd/9.6/sshd_config", "Port 2\n"),
-            ],
-        );
+        let (_dir, repo, a) = repo_with(&[
+            ("rollgate.toml", CONFIG),
+            ("files/sshd/9.2/sshd_config", "Port 22\n"),
+            ("files/sshd/9.6/sshd_config", "Port 2\n"),
+        ]);
         let root = repo.find_commit(a).unwrap().tree().unwrap();
         let id =
             |t: &git2::Tree<'_>, path: &str| t.get_path(std::path::Path::new(path)).unwrap().id();

@@ -124,6 +124,24 @@ impl Setup {
         }
     }
 
+    /// Reloads that take `web01` seconds on web01 and `others` on every
+    /// other host: one slow (or fast) host among the rest.
+    fn reload_taking(&mut self, web01: &str, others: &str) {
+        let reload = self
+            .spec
+            .service
+            .iter_mut()
+            .find(|l| l.starts_with("reload = "))
+            .expect("a reload");
+        *reload = format!(
+            "reload = {}",
+            argv(&step(
+                "reload",
+                &format!("if [ {{host}} = web01 ]; then sleep {web01}; else sleep {others}; fi")
+            ))
+        );
+    }
+
     fn write(&self, f: &Fleet) {
         let text = self.spec.render(&f.env, &f.hosts);
         let head = "[groups.farm]\n";
@@ -436,19 +454,7 @@ fn a_batch_is_a_window_a_slow_host_holds_nobody_up_and_a_failure_starts_nobody()
     let f = Fleet::new();
     let farm = names("web", 4);
     let mut setup = Setup::new(&farm, &["batch = 2"]);
-    let reload = setup
-        .spec
-        .service
-        .iter_mut()
-        .find(|l| l.starts_with("reload = "))
-        .expect("a reload");
-    *reload = format!(
-        "reload = {}",
-        argv(&step(
-            "reload",
-            "if [ {host} = web01 ]; then sleep 2; else sleep 0.2; fi"
-        ))
-    );
+    setup.reload_taking("2", "0.2");
     setup.start(&f);
     let b = f.change("b");
 
@@ -784,20 +790,8 @@ fn a_host_put_back_within_the_budget_is_failed_in_the_summary_when_the_run_stops
     let f = Fleet::new();
     let farm = names("web", 6);
     let mut setup = Setup::new(&farm, &["batch = 3", "max_failures = 1"]);
-    let reload = setup
-        .spec
-        .service
-        .iter_mut()
-        .find(|l| l.starts_with("reload = "))
-        .expect("a reload");
     // web01 fails first, alone; web02 and web03 after it.
-    *reload = format!(
-        "reload = {}",
-        argv(&step(
-            "reload",
-            "if [ {host} = web01 ]; then sleep 0.1; else sleep 1.5; fi"
-        ))
-    );
+    setup.reload_taking("0.1", "1.5");
     let a = setup.start(&f);
     let b = f.change("b");
     for h in ["web01", "web02", "web03"] {
