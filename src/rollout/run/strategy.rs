@@ -102,7 +102,7 @@ impl<'p> Rollout<'_, 'p> {
                 if !self.together(stage, staged, results, done)? {
                     return Ok(false);
                 }
-                return self.settle(repo, stage, results, &mut budget);
+                return Ok(self.settle(repo, stage, results, &mut budget));
             }
             other => other,
         };
@@ -132,7 +132,7 @@ impl<'p> Rollout<'_, 'p> {
                 Some(staged) => {
                     let staged: Vec<HostResult<'p>> = staged.take(wave.len()).collect();
                     self.activate(wave, staged, results, done)?;
-                    self.settle(repo, stage, results, &mut budget)?
+                    self.settle(repo, stage, results, &mut budget)
                 }
             };
             from += wave.len();
@@ -141,11 +141,11 @@ impl<'p> Rollout<'_, 'p> {
                 && i + 1 < waves.len()
             {
                 self.bake(stage, results, first, bake)?;
-                go_on = self.settle(repo, stage, results, &mut budget)?;
+                go_on = self.settle(repo, stage, results, &mut budget);
             }
             if !go_on {
                 if let Some(rest) = staged {
-                    self.put_back_staged(repo, stage, rest.collect())?;
+                    self.put_back_staged(repo, stage, rest.collect());
                 }
                 return Ok(false);
             }
@@ -182,7 +182,9 @@ impl<'p> Rollout<'_, 'p> {
         let mut next = width.clamp(1, hosts.len());
         let mut starting = &hosts[..next];
         self.journal_batch(starting)?;
-        std::thread::scope(|s| -> Result<()> {
+        // Nothing in here returns early: every host started is waited for,
+        // and its result kept, so that the run can put it back.
+        std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel();
             let mut running = 0;
             loop {
@@ -199,7 +201,7 @@ impl<'p> Rollout<'_, 'p> {
                 }
                 running += starting.len();
                 if running == 0 {
-                    return Ok(());
+                    return;
                 }
                 let first = rx.recv().expect("the sender is held here");
                 let arrived: Vec<HostResult<'p>> = std::iter::once(first)
@@ -237,7 +239,7 @@ impl<'p> Rollout<'_, 'p> {
                     results.push(r);
                 }
                 if failed && go_on && failure.is_none() {
-                    go_on = self.settle(repo, stage, results, budget)?;
+                    go_on = self.settle(repo, stage, results, budget);
                     if go_on {
                         starting = take(freed);
                         if !starting.is_empty()
@@ -249,7 +251,7 @@ impl<'p> Rollout<'_, 'p> {
                     }
                 }
             }
-        })?;
+        });
         match failure {
             Some(e) => Err(e),
             None => Ok(go_on),
@@ -267,14 +269,9 @@ impl<'p> Rollout<'_, 'p> {
 
     /// Hosts staged but never activated, when the run stops: their files
     /// go back (the run only puts back the hosts in `results`).
-    fn put_back_staged(
-        &mut self,
-        repo: &Repository,
-        stage: &Stage,
-        staged: Vec<HostResult<'p>>,
-    ) -> Result<()> {
+    fn put_back_staged(&mut self, repo: &Repository, stage: &Stage, staged: Vec<HostResult<'p>>) {
         if staged.is_empty() {
-            return Ok(());
+            return;
         }
         self.ui.line(format_args!(
             "group {}: putting back the {} host{} staged but not activated: {}",
@@ -284,8 +281,7 @@ impl<'p> Rollout<'_, 'p> {
             crate::ui::capped(staged.iter().map(|r| r.job.host.as_str()))
         ));
         let refs: Vec<&HostResult<'_>> = staged.iter().collect();
-        self.put_back(repo, &refs)?;
-        Ok(())
+        self.put_back(repo, &refs);
     }
 
     /// Deploys and verifies every host of `stage`, wave by wave, and returns
@@ -345,7 +341,7 @@ impl<'p> Rollout<'_, 'p> {
             stage.group,
             crate::ui::capped(failed.iter().map(|r| r.job.host.as_str()))
         ));
-        self.put_back_staged(repo, stage, ok)?;
+        self.put_back_staged(repo, stage, ok);
         results.extend(failed);
         Ok(None)
     }
@@ -514,17 +510,19 @@ impl<'p> Rollout<'_, 'p> {
 
     /// After a wave or a bake. Failures within the group's budget are put
     /// back now, listed as left behind, and the rollout goes on; past the
-    /// budget `Ok(false)`: the run stops with them in `results`.
+    /// budget `false`: the run stops with them in `results`. Infallible on
+    /// purpose: a window settles while hosts still run, and an early return
+    /// there would lose their results (and so their restore).
     fn settle(
         &mut self,
         repo: &Repository,
         stage: &Stage,
         results: &mut Vec<HostResult<'p>>,
         budget: &mut Budget,
-    ) -> Result<bool> {
+    ) -> bool {
         let failed = results.iter().filter(|r| r.failed()).count();
         if failed == 0 {
-            return Ok(true);
+            return true;
         }
         budget.used += failed;
         if budget.used > budget.allowed {
@@ -536,7 +534,7 @@ impl<'p> Rollout<'_, 'p> {
                     budget.describe()
                 ));
             }
-            return Ok(false);
+            return false;
         }
         let (bad, good): (Vec<_>, Vec<_>) = std::mem::take(results)
             .into_iter()
@@ -551,17 +549,17 @@ impl<'p> Rollout<'_, 'p> {
             if bad.len() == 1 { "it" } else { "them" }
         ));
         let refs: Vec<&HostResult<'_>> = bad.iter().collect();
-        let restored = self.put_back(repo, &refs)?;
+        let restored = self.put_back(repo, &refs);
         report_armed(self.ui, &refs, &restored);
         self.left_behind
             .extend(bad.iter().map(|r| r.job.host.clone()));
-        Ok(true)
+        true
     }
 
     /// Puts `hosts` back on what they ran before this run, mid-run (the
     /// run's own put-back happens at its end, in `run`).
-    fn put_back(&mut self, repo: &Repository, hosts: &[&HostResult<'_>]) -> Result<Vec<Restored>> {
-        Ok(restore::restore(
+    fn put_back(&mut self, repo: &Repository, hosts: &[&HostResult<'_>]) -> Vec<Restored> {
+        restore::restore(
             repo,
             self.history,
             hosts,
@@ -569,7 +567,7 @@ impl<'p> Rollout<'_, 'p> {
             self.rec,
             &mut self.journal,
             self.ui,
-        ))
+        )
     }
 
     fn journal_batch(&mut self, wave: &[HostJob]) -> Result<()> {
