@@ -78,10 +78,11 @@ pub fn main() -> ExitCode {
     if let Some(code) = crate::process::supervisor() {
         return code;
     }
-    crate::ui::debug(format_args!(
-        "rollgate {}",
-        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
-    ));
+    // Also starts the trace's clock, so its times count from here.
+    if crate::ui::debug_enabled() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        crate::ui::debug(format_args!("rollgate {}", args.join(" ")));
+    }
     // git itself does not hash an object again each time it reads one;
     // libgit2 does by default, which at 500,000 files meant hashing the
     // 5,000-entry `files/` tree on every read of it. What rollgate reads

@@ -146,10 +146,8 @@ impl<'r> Snapshot<'r> {
     /// `path` is not a directory.
     pub(crate) fn subdirs(&self, path: &str) -> Result<Vec<String>> {
         match self {
-            Snapshot::Commit {
-                repo, tree, trees, ..
-            } => {
-                let Some(sub) = trees.at(repo, tree, path)? else {
+            Snapshot::Commit { .. } => {
+                let Some(sub) = self.tree_at(path)? else {
                     return Ok(Vec::new());
                 };
                 Ok(sub
@@ -181,9 +179,7 @@ impl<'r> Snapshot<'r> {
 
     pub(crate) fn is_dir(&self, path: &str) -> Result<bool> {
         match self {
-            Snapshot::Commit {
-                repo, tree, trees, ..
-            } => Ok(trees.at(repo, tree, path)?.is_some()),
+            Snapshot::Commit { .. } => Ok(self.tree_at(path)?.is_some()),
             Snapshot::Workdir { root } => Ok(fs::symlink_metadata(root.join(path))
                 .map(|m| m.is_dir())
                 .unwrap_or(false)),
@@ -227,11 +223,9 @@ impl<'r> Snapshot<'r> {
         let dest = dest_root.join(path);
         fs::create_dir_all(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
         match self {
-            Snapshot::Commit {
-                repo, tree, trees, ..
-            } => {
-                let sub = trees
-                    .at(repo, tree, path)?
+            Snapshot::Commit { repo, .. } => {
+                let sub = self
+                    .tree_at(path)?
                     .with_context(|| format!("{path} is not a directory"))?;
                 write_tree(repo, &sub, &dest, path)
             }
