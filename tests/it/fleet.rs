@@ -363,21 +363,12 @@ impl Fleet {
             groups.0.push(pid.parse::<i32>().unwrap());
             supervisors.push(ppid.parse::<u32>().unwrap());
         }
-        // The hook: `rollgate hook pre-receive` running in this bare repo.
-        let remote = self.env.remote().canonicalize().unwrap();
-        let hooks: Vec<u32> = self
-            .env
-            .processes_matching("rollgate hook pre-receive")
-            .iter()
-            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-            .filter(|pid| cwd_of(*pid).is_some_and(|c| c == remote))
-            .collect();
-        assert_eq!(hooks.len(), 1, "hook processes: {hooks:?}");
+        let hook = self.hook_pid();
         assert!(
-            supervisors.iter().all(|p| parent_of(*p) == Some(hooks[0])),
-            "the deploys' parents {supervisors:?} are not children of the hook {hooks:?}"
+            supervisors.iter().all(|p| parent_of(*p) == Some(hook)),
+            "the deploys' parents {supervisors:?} are not children of the hook {hook}"
         );
-        nix::sys::signal::kill(Pid::from_raw(hooks[0] as i32), Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(Pid::from_raw(hook as i32), Signal::SIGKILL).unwrap();
         let out = push.finish();
         self.assert_rejected(&out, Some(&a));
         // The supervisors learn of the hook's death, kill its deploys, and
@@ -392,6 +383,20 @@ impl Fleet {
         groups.0.clear();
         self.wait_until_unlocked();
         KilledPush { a, b, tmp }
+    }
+
+    /// The one `rollgate hook pre-receive` running in this bare repository.
+    pub fn hook_pid(&self) -> u32 {
+        let remote = self.env.remote().canonicalize().unwrap();
+        let hooks: Vec<u32> = self
+            .env
+            .processes_matching("rollgate hook pre-receive")
+            .iter()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .filter(|pid| cwd_of(*pid).is_some_and(|c| c == remote))
+            .collect();
+        assert_eq!(hooks.len(), 1, "hook processes: {hooks:?}");
+        hooks[0]
     }
 
     /// Waits until no process holds the deploy lock. After a hook is killed,

@@ -757,3 +757,65 @@ fn debug_log_traces_every_spawned_command() {
         .assert_lacks("debug:");
     env.assert_tmp_empty();
 }
+
+/// A hostile push: `files/sshd` written by hand to list `9.2` twice, first
+/// the tree it had, then an empty one (what every lookup by name reads).
+/// git accepts it (`receive.fsckObjects` is off by default); rollgate must
+/// not let the first entry hide the change from the check.
+#[test]
+fn a_crafted_tree_listing_a_directory_twice_is_refused() {
+    let env = Env::new();
+    let before = env.pushed_infra();
+    let work = env.work();
+    let git = |args: &[&str]| env.git_ok(&work, args);
+    let empty = git(&["hash-object", "-w", "-t", "tree", "--stdin"]);
+    let v92 = git(&["rev-parse", "HEAD:files/sshd/9.2"]);
+    let v96 = git(&["rev-parse", "HEAD:files/sshd/9.6"]);
+    // A tree object written byte by byte, entries in the order given.
+    let tree = |entries: &[(String, String, String)]| -> String {
+        let mut raw = Vec::new();
+        for (mode, name, hex) in entries {
+            raw.extend(format!("{mode} {name}\0").into_bytes());
+            raw.extend(
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("a hex object id")),
+            );
+        }
+        let path = env.path("crafted.tree");
+        std::fs::write(&path, raw).unwrap();
+        git(&[
+            "hash-object",
+            "-w",
+            "-t",
+            "tree",
+            "--literally",
+            path.to_str().unwrap(),
+        ])
+    };
+    let dir = |name: &str, id: &str| ("40000".to_string(), name.to_string(), id.to_string());
+    let sshd = tree(&[dir("9.2", &v92), dir("9.2", &empty), dir("9.6", &v96)]);
+    // The trees above it as they were, with the crafted one in.
+    let swap = |parent: &str, name: &str, id: &str| -> String {
+        let entries: Vec<(String, String, String)> = git(&["ls-tree", parent])
+            .lines()
+            .map(|l| {
+                let (meta, n) = l.split_once('\t').expect("MODE TYPE ID\tNAME");
+                let w: Vec<&str> = meta.split_whitespace().collect();
+                let mode = w[0].trim_start_matches('0').to_string();
+                let id = if n == name { id } else { w[2] };
+                (mode, n.to_string(), id.to_string())
+            })
+            .collect();
+        tree(&entries)
+    };
+    let files = swap("HEAD:files", "sshd", &sshd);
+    let root = swap("HEAD", "files", &files);
+    let commit = git(&["commit-tree", &root, "-p", "HEAD", "-m", "sshd 9.2 twice"]);
+
+    let out = env.git_push(&["origin", &format!("{commit}:refs/heads/main")]);
+
+    assert_rejected(&env, &out, Some(&before));
+    out.assert_contains("lists a name twice or out of order");
+    env.assert_tmp_empty();
+}

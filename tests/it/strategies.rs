@@ -783,6 +783,64 @@ fn a_budget_of_two_tolerates_two_failures_and_stops_at_the_third() {
     f.assert_clean();
 }
 
+/// `kill -9` of the hook while a window runs: a host started by a later
+/// batch record (web03, in web02's freed place) is as interrupted as one of
+/// the first (web01), the one that finished is recorded on b, and the one
+/// never started is untouched.
+#[test]
+fn a_hook_killed_mid_window_leaves_every_started_host_interrupted() {
+    let f = Fleet::new();
+    let farm = names("web", 4);
+    let mut setup = Setup::new(&farm, &["batch = 2"]);
+    let a = setup.start(&f);
+    // web02 deploys at once; every other host hangs in its deploy.
+    setup.spec.deploy = step(
+        "deploy",
+        "if [ {host} != web02 ]; then sleep 120; fi; \
+         rsync -a --checksum --delete --mkpath {dir}/ {root}/{host}/etc/ssh/",
+    );
+    setup.write(&f);
+    let b = f.env.commit("b, whose deploy hangs");
+    let push = f.spawn_push(&[], &["-o", "group=farm"]);
+    let started =
+        |host: &str| steps_started(&f).contains(&("deploy".into(), host.into(), b.clone()));
+    wait_until("web03 to start in web02's place", || started("web03"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(f.hook_pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    f.assert_rejected(&push.finish(), Some(&a));
+    f.wait_until_unlocked();
+
+    for h in ["web01", "web03"] {
+        assert_eq!(f.status_of(h)["result"], "interrupted", "{h}");
+    }
+    let web02 = f.status_of("web02");
+    assert_eq!(
+        (&web02["result"], &web02["rev"]),
+        (&"ok".into(), &b.as_str().into())
+    );
+    let web04 = f.status_of("web04");
+    assert_eq!(
+        (&web04["result"], &web04["rev"]),
+        (&"ok".into(), &a.as_str().into())
+    );
+    f.assert_on("web04", &a, SSHD_92);
+    assert!(!started("web04"), "web04 started");
+}
+
+/// The steps that started, finished or not: (role, host, rev).
+fn steps_started(f: &Fleet) -> Vec<(String, String, String)> {
+    let text = fs::read_to_string(f.hosts.join("steps.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [role, "start", host, rev, _] => Some((role.into(), host.into(), rev.into())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Found by a red-team pass: a host put back within the budget and then a
 /// stop. The summary must count it as failed, not as never started.
 #[test]
