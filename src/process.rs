@@ -571,12 +571,18 @@ fn holds() -> std::sync::MutexGuard<'static, Holds> {
 /// ended (and waited for) before this returns, so once the deploy lock is
 /// no longer shared, no supervisor holds it.
 fn change_holds(change: impl FnOnce(&mut Holds)) {
-    let idle = {
+    let mut idle = {
         let mut held = holds();
         change(&mut held);
         held.generation += 1;
         std::mem::take(&mut held.idle)
     };
+    // All of them told first, then waited for: they exit side by side,
+    // not one after another (20 supervisors: about 5 ms at the end of
+    // every run, with the pusher waiting).
+    for worker in &mut idle {
+        worker.requests = None;
+    }
     drop(idle);
 }
 
