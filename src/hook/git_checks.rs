@@ -57,6 +57,7 @@ impl<'u> GitChecks<'u> {
 /// Every ref of the push, in git's order: its built-in refusals, then the
 /// `update` hook; the first refusal ends the push.
 fn check(repo: &Repository, updates: &[RefUpdate]) -> Result<()> {
+    refuse_hooks_after_us(&crate::hook::install::hooks_dir(repo)?)?;
     let config = repo
         .config()
         .and_then(|mut c| c.snapshot())
@@ -71,6 +72,66 @@ fn check(repo: &Repository, updates: &[RefUpdate]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Under gitolite's repo-specific hooks, `hooks/pre-receive` is a driver
+/// that runs each `hooks/pre-receive.*` in name order (only the executable
+/// ones) and rejects the push at the first that fails. A hook after
+/// rollgate's would refuse the push after it deployed: the push is refused
+/// instead, before anything deploys, until rollgate is the last one.
+fn refuse_hooks_after_us(dir: &Path) -> Result<()> {
+    use crate::hook::install::{is_multi_hook_driver, is_rollgate_pre_receive};
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let main = read(&dir.join("pre-receive"));
+    if is_rollgate_pre_receive(&main) || !is_multi_hook_driver(&main) {
+        // git runs rollgate itself, or something rollgate cannot see into.
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut chained: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"pre-receive."))
+        })
+        .collect();
+    // The driver's `$0.*`: the shell sorts it; gitolite names them h00-,
+    // h01-, ... which sort the same in every locale.
+    chained.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
+    let Some(ours) = chained
+        .iter()
+        .rposition(|p| is_rollgate_pre_receive(&read(p)))
+    else {
+        return Ok(());
+    };
+    let runnable = |p: &&PathBuf| rustix::fs::access(*p, rustix::fs::Access::EXEC_OK).is_ok();
+    let after: Vec<String> = chained[ours + 1..]
+        .iter()
+        .filter(runnable)
+        .map(|p| p.display().to_string())
+        .collect();
+    if after.is_empty() {
+        return Ok(());
+    }
+    Err(UserError::failed(format!(
+        "{} runs the pre-receive hooks {} after rollgate's ({}): one of them could refuse \
+         this push after rollgate deployed it, so nothing was deployed",
+        dir.join("pre-receive").display(),
+        after.join(", "),
+        chained[ours].display()
+    ))
+    .hint(
+        "make rollgate the last pre-receive hook: with gitolite's repo-specific hooks, name it \
+         last in `option hook.pre-receive = ...` in gitolite.conf, then push again",
+    )
+    .into())
 }
 
 /// `receive.denyCurrentBranch` and `receive.denyDeleteCurrent`.

@@ -22,6 +22,21 @@ const BACKUP_SUFFIX: &str = ".rollgate-backup";
 /// off only if it was us.
 const OWNED_SETTING: &str = "rollgate.ownsAdvertisePushOptions";
 
+/// Whether a hook's text is a rollgate pre-receive shim: one `hook install`
+/// wrote, or one written by hand that runs `rollgate hook pre-receive`
+/// (gitolite's repo-specific hooks are files the admin puts in place).
+pub(crate) fn is_rollgate_pre_receive(text: &str) -> bool {
+    text.contains(MARKER) || text.contains("hook pre-receive")
+}
+
+/// Whether a hook's text is a multi-hook driver: gitolite's repo-specific
+/// hooks replace `hooks/pre-receive` with a script that runs every
+/// `hooks/pre-receive.*` in turn (`for h in $0.*`), stopping at the first
+/// that fails.
+pub(crate) fn is_multi_hook_driver(text: &str) -> bool {
+    text.contains("$0.*")
+}
+
 pub(crate) struct Installed {
     pub(crate) hook: PathBuf,
     pub(crate) backup: Option<PathBuf>,
@@ -69,8 +84,12 @@ pub(crate) fn install(repo: &Repository, binary: &Path, force: bool) -> Result<I
     // moved, before the pusher's `git push` returns. A user's own
     // post-receive is kept unless --force: the lock keeper publishes too.
     let post = hooks_dir(repo)?.join("post-receive");
-    let foreign = fs::read_to_string(&post).is_ok_and(|t| !t.contains(MARKER));
-    if foreign && !force {
+    let text = fs::read_to_string(&post);
+    let foreign = text.as_ref().is_ok_and(|t| !t.contains(MARKER));
+    // gitolite's driver stays even with --force: `gitolite setup` would
+    // put it back anyway.
+    let driver = text.as_ref().is_ok_and(|t| is_multi_hook_driver(t));
+    if foreign && (!force || driver) {
         installed.foreign_post_receive = Some(post);
     } else {
         let done = write_hook(repo, "post-receive", POST_RECEIVE_TEMPLATE, binary, force)?;
@@ -119,6 +138,24 @@ fn write_hook(
     match fs::read_to_string(&hook) {
         Ok(existing) if existing == script => unchanged = true,
         Ok(existing) if existing.contains(MARKER) => {}
+        // Not even with --force: `gitolite setup` would put the driver
+        // back over the shim, silently, and pushes would land unchecked.
+        Ok(existing) if is_multi_hook_driver(&existing) => {
+            return Err(UserError::usage(format!(
+                "{} is a multi-hook driver (gitolite's repo-specific hooks): it runs the \
+                 {name}.* hooks beside it, and `gitolite setup` would put it back over \
+                 rollgate's",
+                hook.display()
+            ))
+            .hint(format!(
+                "add rollgate as the last repo-specific {name} hook instead: an executable \
+                 LOCAL_CODE/hooks/repo-specific/rollgate running `exec {} hook {name}`, and \
+                 `option hook.{name} = ... rollgate` in gitolite.conf (see the README, \
+                 Serving the repository)",
+                shell_quote(&binary.display().to_string())
+            ))
+            .into());
+        }
         Ok(_) if !force => {
             return Err(UserError::usage(format!(
                 "{} exists and was not written by rollgate",

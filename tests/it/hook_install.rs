@@ -165,6 +165,45 @@ fn install_refuses_a_foreign_hook_without_force() {
     env.assert_tmp_empty();
 }
 
+/// A multi-hook driver as gitolite's repo-specific hooks install one: it
+/// runs every `NAME.*` beside it, stopping at the first that fails.
+const DRIVER: &str = "#!/bin/sh\n# runs every hook named after this one, in order\ninput=$(cat)\n\
+for h in $0.*; do [ -x \"$h\" ] || continue; printf '%s\\n' \"$input\" | \"$h\" || exit 1; done\n";
+
+/// Not even --force installs over gitolite's driver: `gitolite setup` would
+/// put it back over the shim, and pushes would then land unchecked. A
+/// driver as post-receive is kept (the lock keeper publishes instead).
+#[test]
+fn install_refuses_a_multi_hook_driver_even_with_force() {
+    let env = Env::new();
+    let remote = env.bare_repo_without_hook();
+    let hook = remote.join("hooks/pre-receive");
+    write_hook(&hook, DRIVER);
+    let before = hook_files(&remote);
+
+    let out = env.rollgate(&["hook", "install", "--force", "--repo", path_str(&remote)]);
+
+    out.assert_code(2)
+        .assert_contains("is a multi-hook driver (gitolite's repo-specific hooks)")
+        .assert_contains("hint: add rollgate as the last repo-specific pre-receive hook")
+        .assert_contains("option hook.pre-receive = ... rollgate");
+    assert_eq!(fs::read_to_string(&hook).unwrap(), DRIVER, "clobbered");
+    assert_eq!(hook_files(&remote), before, "a file was added or moved");
+
+    fs::remove_file(&hook).unwrap();
+    let post = remote.join("hooks/post-receive");
+    write_hook(&post, DRIVER);
+    let out = env.rollgate(&["hook", "install", "--force", "--repo", path_str(&remote)]);
+    out.assert_ok().assert_contains("kept your");
+    assert_eq!(fs::read_to_string(&post).unwrap(), DRIVER, "clobbered");
+    assert!(
+        fs::read_to_string(&hook)
+            .unwrap()
+            .contains("rollgate-managed")
+    );
+    env.assert_tmp_empty();
+}
+
 #[test]
 fn force_keeps_a_backup_and_uninstall_restores_it() {
     let env = Env::new();

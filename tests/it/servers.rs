@@ -698,6 +698,19 @@ impl Served {
 
     /// gitolite3 serving repository `infra` ([`GITOLITE_CONF`]) over ssh.
     pub fn gitolite() -> Served {
+        Served::gitolite_with(None)
+    }
+
+    /// [`Served::gitolite`] with gitolite's repo-specific hooks on: `infra`
+    /// gets `option hook.pre-receive = ORDER`, naming `rollgate` (the shim
+    /// `hook install` wrote) and `audit`, a site's own check that refuses
+    /// every push while `$HOME/audit-refuses` exists. gitolite's driver is
+    /// then `hooks/pre-receive`, running `pre-receive.h00-…` in order.
+    pub fn gitolite_with_repo_hooks(order: &str) -> Served {
+        Served::gitolite_with(Some(order))
+    }
+
+    fn gitolite_with(repo_hooks: Option<&str>) -> Served {
         let fleet = Fleet::new();
         let account = account(GITOLITE_ACCOUNT, "/bin/sh");
         share_with(&fleet, account);
@@ -751,8 +764,26 @@ impl Served {
                 .to_string();
             rc = rc.replace(&format!("{line}\n"), "");
         }
+        let mut conf = GITOLITE_CONF.to_string();
+        if let Some(order) = repo_hooks {
+            for (off, on) in [
+                (RC_LOCAL_CODE_OFF, RC_LOCAL_CODE_ON),
+                (RC_REPO_HOOKS_OFF, RC_REPO_HOOKS_ON),
+            ] {
+                assert!(rc.contains(off), "no {off:?} in the default rc:\n{rc}");
+                rc = rc.replacen(off, on, 1);
+            }
+            // The infra block is the conf's last.
+            conf += &format!("    option hook.pre-receive = {order}\n");
+            let mut dir = home.clone();
+            for part in ["local", "hooks", "repo-specific"] {
+                dir = dir.join(part);
+                fs::create_dir(&dir).unwrap();
+                account.chown(&dir);
+            }
+        }
         as_owner(&home.join(".gitolite.rc"), &rc);
-        as_owner(&home.join(".gitolite/conf/gitolite.conf"), GITOLITE_CONF);
+        as_owner(&home.join(".gitolite/conf/gitolite.conf"), &conf);
         for user in ["alice", "erin"] {
             let key = user_key(env, user);
             as_owner(
@@ -765,19 +796,39 @@ impl Served {
         cmd.args(["init", "-q", "--bare", "-b", "main", path_str(&bare)]);
         env.run(cmd).assert_ok();
         install_hook(env, account, &bare);
+        let hooks = bare.join("hooks");
+        if repo_hooks.is_some() {
+            // What an admin does: the shim `hook install` wrote, and the
+            // site's own hook, as gitolite's repo-specific hooks.
+            let dir = home.join("local/hooks/repo-specific");
+            let shim = fs::read_to_string(hooks.join("pre-receive")).expect("the shim");
+            for (name, text) in [("rollgate", shim.as_str()), ("audit", AUDIT_HOOK)] {
+                as_owner(&dir.join(name), text);
+                fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
         let admin = user_key(env, "admin");
         let admin_pub = home.join("admin.pub");
         as_owner(&admin_pub, &(pub_key(&admin) + "\n"));
         cmd = gitolite(&["setup", "-pk", path_str(&admin_pub)]);
         env.run(cmd).assert_ok();
 
-        // gitolite's own hook is `update`; rollgate's shim is still there.
-        let hooks = bare.join("hooks");
-        let shim = fs::read_to_string(hooks.join("pre-receive")).expect("the shim survived");
-        assert!(
-            shim.contains("rollgate-managed"),
-            "pre-receive replaced:\n{shim}"
-        );
+        // gitolite's own hook is `update`; rollgate's shim is still there,
+        // or gitolite's driver replaced it and runs the repo-specific ones.
+        if repo_hooks.is_some() {
+            let driver = fs::read_link(hooks.join("pre-receive")).expect("gitolite's driver");
+            assert!(
+                driver.ends_with("local/hooks/multi-hook-driver"),
+                "{}",
+                driver.display()
+            );
+        } else {
+            let shim = fs::read_to_string(hooks.join("pre-receive")).expect("the shim survived");
+            assert!(
+                shim.contains("rollgate-managed"),
+                "pre-receive replaced:\n{shim}"
+            );
+        }
         let update = fs::read_link(hooks.join("update")).expect("gitolite's update hook");
         assert!(
             update.ends_with(".gitolite/hooks/common/update"),
@@ -810,6 +861,43 @@ impl Served {
             kind: Kind::Gitolite,
             account,
             bare,
+        }
+    }
+
+    /// gitolite's repo-specific pre-receive hooks in a new `order`, as an
+    /// admin changes them: gitolite.conf rewritten, `gitolite setup` again.
+    pub fn set_repo_hooks(&self, order: &str) {
+        let home = self
+            .bare
+            .parent()
+            .and_then(Path::parent)
+            .expect("gitolite's home");
+        let conf = home.join(".gitolite/conf/gitolite.conf");
+        fs::write(
+            &conf,
+            format!("{GITOLITE_CONF}    option hook.pre-receive = {order}\n"),
+        )
+        .unwrap();
+        let mut cmd = self.account.command(self.env(), "gitolite");
+        cmd.arg("setup")
+            .env("HOME", home)
+            .env("USER", self.account.name);
+        self.env().run(cmd).assert_ok();
+    }
+
+    /// Makes the `audit` repo-specific hook refuse every push (`true`) or
+    /// pass them all.
+    pub fn audit_refuses(&self, refuses: bool) {
+        let home = self
+            .bare
+            .parent()
+            .and_then(Path::parent)
+            .expect("gitolite's home");
+        let flag = home.join("audit-refuses");
+        if refuses {
+            fs::write(&flag, "").unwrap();
+        } else {
+            fs::remove_file(&flag).unwrap();
         }
     }
 
@@ -983,6 +1071,22 @@ impl Served {
 const RC_KEYS_DEFAULT: &str = "GIT_CONFIG_KEYS                 =>  '',";
 const RC_KEYS: &str = r"GIT_CONFIG_KEYS                 =>  'receive\.advertisePushOptions',";
 
+/// The default rc's lines that turn on gitolite's repo-specific hooks.
+const RC_LOCAL_CODE_OFF: &str = r#"# LOCAL_CODE                =>  "$ENV{HOME}/local","#;
+const RC_LOCAL_CODE_ON: &str = r#"LOCAL_CODE                =>  "$ENV{HOME}/local","#;
+const RC_REPO_HOOKS_OFF: &str = "# 'repo-specific-hooks',";
+const RC_REPO_HOOKS_ON: &str = "'repo-specific-hooks',";
+
+/// A site's own pre-receive check, as a gitolite repo-specific hook.
+const AUDIT_HOOK: &str = r#"#!/bin/sh
+cat >/dev/null
+if [ -e "$HOME/audit-refuses" ]; then
+    echo "audit: refused by the site's own check" >&2
+    exit 1
+fi
+echo "audit: passed" >&2
+"#;
+
 /// The access rules: alice may do anything, erin only write `dev/...`
 /// branches (gitolite's `update` hook enforces it per ref).
 pub const GITOLITE_CONF: &str = "repo gitolite-admin
@@ -1094,6 +1198,53 @@ fn apache_http_backend_streams_live_and_records_remote_user() {
 fn gitolite_streams_live_and_records_gl_user() {
     let s = Served::gitolite();
     serves_a_pusher(s, "alice", None);
+}
+
+/// gitolite's repo-specific hooks: its driver runs `hooks/pre-receive.*`
+/// in order and rejects the push at the first that fails. With the site's
+/// `audit` after rollgate, a refusal by audit would come after rollgate
+/// deployed: rollgate refuses the push before anything deploys, naming the
+/// hook, and audit never runs. With audit first, pushes deploy, and one
+/// audit refuses never reaches rollgate.
+#[test]
+fn gitolite_repo_specific_hooks_after_rollgate_stop_the_push_before_it_deploys() {
+    let mut s = Served::gitolite_with_repo_hooks("rollgate audit");
+    s.clone_as("alice");
+    s.env().write_infra();
+    s.fleet.write_spec(&Spec::standard());
+    let a = s.env().commit("initial config");
+    s.audit_refuses(true);
+    let out = s.push_as("alice", &[], &["main"]);
+    s.assert_refused(&out, MAIN, None);
+    out.assert_contains("pre-receive.h01-audit after rollgate's")
+        .assert_contains("nothing was deployed")
+        .assert_contains("name it last in `option hook.pre-receive")
+        .assert_lacks("audit: refused")
+        .assert_lacks("[server04]");
+    assert_eq!(s.fleet.hosts_listing(), Vec::<String>::new(), "{out}");
+    assert!(s.journal().is_empty(), "{out}");
+
+    // The admin puts rollgate last: the push deploys, after audit passed.
+    s.set_repo_hooks("audit rollgate");
+    s.audit_refuses(false);
+    let out = s.push_as("alice", &[], &["main"]);
+    s.assert_landed(&out, MAIN, &a);
+    out.assert_contains("audit: passed")
+        .assert_contains("[server04] ok");
+    s.fleet.assert_on("server04", &a, SSHD_96);
+    assert_eq!(s.whos(), ["alice"]);
+
+    // audit refuses the next one before rollgate runs: nothing changes.
+    let b = s.fleet.change("refused by audit");
+    s.audit_refuses(true);
+    let out = s.push_as("alice", &[], &["main"]);
+    s.assert_refused(&out, MAIN, Some(&a));
+    out.assert_contains("audit: refused")
+        .assert_lacks("[server04]");
+    s.fleet.assert_on("server04", &a, SSHD_96);
+    assert_eq!(s.whos(), ["alice"], "{out}");
+    assert_ne!(a, b);
+    s.assert_clean();
 }
 
 /// gitolite's branch permissions still apply: erin may write `dev/...`
