@@ -105,16 +105,21 @@ fn refuse_hooks_after_us(dir: &Path) -> Result<()> {
             .as_encoded_bytes()
             .cmp(b.as_os_str().as_encoded_bytes())
     });
+    // The first: listed twice, the first one deploys.
     let Some(ours) = chained
         .iter()
-        .rposition(|p| is_rollgate_pre_receive(&read(p)))
+        .position(|p| is_rollgate_pre_receive(&read(p)))
     else {
         return Ok(());
     };
-    let runnable = |p: &&PathBuf| rustix::fs::access(*p, rustix::fs::Access::EXEC_OK).is_ok();
+    // An unreadable hook counts as someone else's.
+    let others = |p: &&PathBuf| {
+        rustix::fs::access(*p, rustix::fs::Access::EXEC_OK).is_ok()
+            && !is_rollgate_pre_receive(&read(p))
+    };
     let after: Vec<String> = chained[ours + 1..]
         .iter()
-        .filter(runnable)
+        .filter(others)
         .map(|p| p.display().to_string())
         .collect();
     if after.is_empty() {

@@ -1243,6 +1243,15 @@ fn gitolite_repo_specific_hooks_after_rollgate_stop_the_push_before_it_deploys()
         .assert_lacks("[server04]");
     s.fleet.assert_on("server04", &a, SSHD_96);
     assert_eq!(s.whos(), ["alice"], "{out}");
+
+    // Listed twice, around audit: the first rollgate would deploy.
+    s.set_repo_hooks("rollgate audit rollgate");
+    s.audit_refuses(false);
+    let out = s.push_as("alice", &[], &["main"]);
+    s.assert_refused(&out, MAIN, Some(&a));
+    out.assert_contains("pre-receive.h01-audit after rollgate's")
+        .assert_lacks("[server04]");
+    s.fleet.assert_on("server04", &a, SSHD_96);
     assert_ne!(a, b);
     s.assert_clean();
 }
