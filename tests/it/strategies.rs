@@ -674,6 +674,52 @@ fn a_bake_holds_the_next_wave_back_while_health_keeps_running() {
     f.assert_clean();
 }
 
+/// A command's supervisor is kept for the next command. Killed from
+/// outside while idle (here: every one of the hook's, during a bake that
+/// runs no health command), the next command gets a new one: the second
+/// wave deploys as if nothing happened, and nothing is left behind.
+#[test]
+fn supervisors_killed_while_idle_are_replaced_and_the_rollout_goes_on() {
+    let f = Fleet::new();
+    let farm = names("web", 3);
+    let mut setup = Setup::new(&farm, &["waves = [1, 2]", "bake = \"3s\""]);
+    setup.spec.health = None;
+    setup.start(&f);
+    let b = f.change("b");
+
+    let mut push = f.spawn_push(&[], &["-o", "group=farm"]);
+    push.wait_for_line("baking");
+    let hook = f.hook_pid();
+    let supervisors: Vec<i32> = f
+        .env
+        .processes_matching(&format!("__rollgate-supervise {hook}( |$)"))
+        .iter()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(
+        !supervisors.is_empty(),
+        "no idle supervisor during the bake"
+    );
+    for pid in &supervisors {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let out = push.finish();
+
+    f.assert_landed(&out, &b);
+    out.assert_lacks("FAILED").assert_lacks("supervisor");
+    for h in &farm {
+        f.assert_on(h, &b, SSHD_92);
+        assert_eq!(f.status_of(h)["result"], "ok", "{h}");
+    }
+    let all = steps(&f);
+    assert_eq!(hosts_of(&of(&all, "deploy", &b)), farm, "{out}");
+    f.assert_clean();
+}
+
 #[test]
 fn a_host_turning_unhealthy_during_the_bake_stops_the_rollout_before_the_next_wave() {
     let f = Fleet::new();
