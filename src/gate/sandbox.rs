@@ -72,7 +72,7 @@ impl Runner {
     /// server's policy (`None`: no repository, the default policy). If the
     /// sandbox cannot start, this is the error that rejects the push.
     pub(crate) fn new(git_dir: Option<&Path>, worktree: &Worktree) -> Result<Runner> {
-        close_inherited_fds();
+        process::close_inherited_fds();
         let enabled = match git_dir {
             Some(dir) => sandbox_enabled(dir)?,
             None => true,
@@ -374,34 +374,6 @@ fn var_skeleton() -> Vec<String> {
         out.extend(names.into_iter().map(|n| format!("/var/{top}/{n}")));
     }
     out
-}
-
-/// Closes the file descriptors this process inherited from whoever started
-/// it (git, sshd, a CI runner), so no check can read or write through them.
-/// Every descriptor rollgate opens itself is close-on-exec; one without that
-/// flag came from outside.
-fn close_inherited_fds() {
-    let Ok(entries) = fs::read_dir("/proc/self/fdinfo") else {
-        return;
-    };
-    let inherited: Vec<i32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|fd| *fd > 2)
-        .filter(|fd| !close_on_exec(*fd).unwrap_or(true))
-        .collect();
-    for fd in inherited {
-        let _ = nix::unistd::close(fd);
-    }
-}
-
-/// Whether `fd` has O_CLOEXEC, from `/proc/self/fdinfo` (`flags:` in octal).
-fn close_on_exec(fd: i32) -> Option<bool> {
-    const O_CLOEXEC: u32 = 0o2000000;
-    let info = fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
-    let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?.trim();
-    let flags = u32::from_str_radix(flags, 8).ok()?;
-    Some(flags & O_CLOEXEC != 0)
 }
 
 /// Rewrites `target/` in a check's output to the pushed directory's

@@ -28,6 +28,52 @@ pub(crate) struct DeployLock {
 /// waiting for ourselves).
 static KEPT: Mutex<Option<File>> = Mutex::new(None);
 
+/// The lock file opened (not locked) ahead of a deploy's checks, already
+/// handed to every supervisor started since: [`acquire`] then locks this
+/// same open file, which those supervisors share, so the ones started
+/// while the checks ran hold the lock as if started after it.
+static OPENED: Mutex<Option<Opened>> = Mutex::new(None);
+
+struct Opened {
+    path: std::path::PathBuf,
+    file: File,
+    shared: crate::process::SharedLock,
+}
+
+/// Before a deploy's checks: opens the lock file of `git_dir` for
+/// [`acquire`], hands it to the supervisors started from now on, and has
+/// `warm` of them started in the background once the checks' work tree is
+/// written (see [`crate::process::warm_with_next_tree`]). Nothing is
+/// locked yet: a deploy whose checks fail never takes the lock.
+pub(crate) fn open_ahead(git_dir: &Path, warm: usize) -> Result<()> {
+    if KEPT.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+        // A later ref of this push: the kept lock serves it.
+        return Ok(());
+    }
+    let mut opened = OPENED.lock().unwrap_or_else(|e| e.into_inner());
+    let path = journal::dir_of(git_dir).join("lock");
+    if opened.as_ref().is_none_or(|o| o.path != path) {
+        let file = open(&path)?;
+        let shared = crate::process::share_deploy_lock(&file)
+            .with_context(|| format!("cannot share the deploy lock {}", path.display()))?;
+        *opened = Some(Opened { path, file, shared });
+    }
+    crate::process::warm_with_next_tree(warm);
+    Ok(())
+}
+
+fn open(path: &Path) -> Result<File> {
+    let dir = path.parent().context("the lock has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open the deploy lock {}", path.display()))
+}
+
 /// Waits up to `wait` for the lock, telling the user who holds it, and
 /// again every `heartbeat` so an idle-cutting proxy keeps the push alive.
 pub(crate) fn acquire(
@@ -37,6 +83,7 @@ pub(crate) fn acquire(
     heartbeat: Duration,
     ui: &Ui,
 ) -> Result<DeployLock> {
+    let opened = OPENED.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(kept) = KEPT.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         let path = journal::dir_of(git_dir).join("lock");
         let mut file = kept
@@ -48,16 +95,11 @@ pub(crate) fn acquire(
             .with_context(|| format!("cannot write {}", path.display()))?;
         return locked(file, &path);
     }
-    let dir = journal::dir_of(git_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("lock");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open the deploy lock {}", path.display()))?;
+    let path = journal::dir_of(git_dir).join("lock");
+    let (mut file, shared) = match opened {
+        Some(o) if o.path == path => (o.file, Some(o.shared)),
+        _ => (open(&path)?, None),
+    };
     let started = Instant::now();
     let mut told = false;
     loop {
@@ -98,7 +140,14 @@ pub(crate) fn acquire(
         .and_then(|()| file.write_all(holder.as_bytes()))
         .and_then(|()| file.flush())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    locked(file, &path)
+    match shared {
+        // Handed to the supervisors already (see `open_ahead`).
+        Some(shared) => Ok(DeployLock {
+            _shared: shared,
+            _file: file,
+        }),
+        None => locked(file, &path),
+    }
 }
 
 /// The lock, shared with every command the run starts (through its

@@ -49,6 +49,18 @@ pub(crate) struct DeployOptions {
     pub(crate) break_glass: Option<String>,
 }
 
+/// How many commands the run will have going at once, at most: its widest
+/// wave, one command per host at a time; capped, as these supervisors are
+/// started before the checks have passed.
+fn command_slots(targets: &[Target]) -> usize {
+    targets
+        .iter()
+        .flat_map(|t| t.group.rollout.batches(t.hosts.len()))
+        .max()
+        .unwrap_or(0)
+        .min(32)
+}
+
 impl DeployOptions {
     pub(crate) fn new(action: Action, policy: &Policy) -> DeployOptions {
         DeployOptions {
@@ -161,6 +173,11 @@ fn check_and_plan<'r>(
         }
     }
     let to_check = gate::union(std::mem::take(&mut opts.also_check), &deployed);
+    if let (false, false, Snapshot::Commit { repo, .. }) =
+        (opts.validate_only, opts.dry_run, &rev.snapshot)
+    {
+        crate::record::lock::open_ahead(repo.path(), command_slots(&targets))?;
+    }
     let (worktree, break_glass) = match opts.break_glass.clone() {
         Some(reason) => {
             // Refused before anything of the revision runs.

@@ -487,6 +487,39 @@ fn an_inherited_file_descriptor_does_not_reach_a_check() {
     env.assert_tmp_empty();
 }
 
+/// The same for a deploy command: its supervisor may be started while the
+/// checks run (ahead of the deploy), and must not carry fd 9 either.
+#[test]
+fn an_inherited_file_descriptor_does_not_reach_a_deploy_command() {
+    let env = Env::new();
+    let secret = env.path("secret.txt");
+    fs::write(&secret, "FD-SECRET-7730\n").unwrap();
+    let toml = probe_toml(&argv(&["true"]), "10s").replace(
+        r#"deploy = ["true"]"#,
+        r#"deploy = ["sh", "-c", "if cat <&9; then exit 1; fi"]"#,
+    );
+    assert!(toml.contains("cat <&9"), "{toml}");
+    env.bare_repo();
+    env.clone_repo();
+    env.write("rollgate.toml", &toml);
+    env.write("files/probe/1.0/probe.conf", "x\n");
+    env.commit("a deploy that reads fd 9");
+    let mut push = env.command("bash");
+    push.args([
+        "-c",
+        r#"exec 9<"$1"; exec git push origin main"#,
+        "bash",
+        path_str(&secret),
+    ]);
+
+    let out = env.run(push);
+
+    out.assert_ok()
+        .assert_contains("[server04] ok")
+        .assert_lacks("FD-SECRET-7730");
+    env.assert_tmp_empty();
+}
+
 #[test]
 fn strict_fails_a_check_that_passes_with_warnings() {
     let env = Env::new();
