@@ -593,6 +593,8 @@ struct Holds {
     /// Bumped on every change above.
     generation: u64,
     idle: Vec<Worker>,
+    /// Told to end by [`retire_idle`], not yet waited for.
+    retiring: Vec<Worker>,
     /// How many supervisors to start ahead, in the background, once the
     /// next work tree is held (see [`warm_with_next_tree`]).
     warm_next: usize,
@@ -604,6 +606,7 @@ fn holds() -> std::sync::MutexGuard<'static, Holds> {
         trees: Vec::new(),
         generation: 0,
         idle: Vec::new(),
+        retiring: Vec::new(),
         warm_next: 0,
     });
     HOLDS.lock().unwrap_or_else(|e| e.into_inner())
@@ -617,7 +620,9 @@ fn change_holds(change: impl FnOnce(&mut Holds)) {
         let mut held = holds();
         change(&mut held);
         held.generation += 1;
-        std::mem::take(&mut held.idle)
+        let mut idle = std::mem::take(&mut held.retiring);
+        idle.append(&mut held.idle);
+        idle
     };
     // All of them told first, then waited for: they exit side by side,
     // not one after another (20 supervisors: about 5 ms at the end of
@@ -626,6 +631,19 @@ fn change_holds(change: impl FnOnce(&mut Holds)) {
         worker.requests = None;
     }
     drop(idle);
+}
+
+/// Tells every idle supervisor to end, without waiting for it: a run that
+/// starts no further command calls this before its last journal writes,
+/// so the supervisors exit meanwhile. They are waited for (and so release
+/// the deploy lock they share) when what supervisors hold next changes.
+pub(crate) fn retire_idle() {
+    let mut held = holds();
+    let mut idle = std::mem::take(&mut held.idle);
+    for worker in &mut idle {
+        worker.requests = None;
+    }
+    held.retiring.append(&mut idle);
 }
 
 /// Hands the deploy lock to every command's supervisor until dropped.

@@ -90,6 +90,10 @@ pub(crate) fn run(
         let mut outcome = rollout.stages(repo, &mut results, done);
         let failed = results.iter().any(HostResult::failed);
         if outcome.is_ok() && !failed {
+            // No command is left to run (unless the end cannot be written,
+            // and a restore starts new supervisors): let them end while the
+            // end record is synced.
+            crate::process::retire_idle();
             // The run is done only once its end is on disk: if that fails,
             // the push is rejected, so its hosts must go back too.
             let mut end = rec.record(Event::End, action, &plan.rev, Outcome::Ok);
