@@ -458,28 +458,33 @@ fn a_sandbox_that_cannot_start_rejects_the_push_with_the_reason() {
     env.assert_tmp_empty();
 }
 
-#[test]
-fn an_inherited_file_descriptor_does_not_reach_a_check() {
-    let env = Env::new();
-    let secret = env.path("secret.txt");
-    fs::write(&secret, "FD-SECRET-5521\n").unwrap();
-    let check = argv(&["sh", "-c", "cat <&9"]);
+/// A repository whose rollgate.toml is `toml`, pushed with fd 9 open on a
+/// file holding `secret`: git passes the fd on to receive-pack and the
+/// hook, as a wrapper (sshd, a CI runner) might.
+fn push_with_fd_9(env: &Env, toml: &str, secret: &str) -> crate::support::Outcome {
+    let path = env.path("secret.txt");
+    fs::write(&path, format!("{secret}\n")).unwrap();
     env.bare_repo();
     env.clone_repo();
-    env.write("rollgate.toml", &probe_toml(&check, "10s"));
+    env.write("rollgate.toml", toml);
     env.write("files/probe/1.0/probe.conf", "x\n");
-    env.commit("a check that reads fd 9");
-    // git passes the fd on to receive-pack and the hook, as a wrapper
-    // (sshd, a CI runner) might.
+    env.commit("a command that reads fd 9");
     let mut push = env.command("bash");
     push.args([
         "-c",
         r#"exec 9<"$1"; exec git push origin main"#,
         "bash",
-        path_str(&secret),
+        path_str(&path),
     ]);
+    env.run(push)
+}
 
-    let out = env.run(push);
+#[test]
+fn an_inherited_file_descriptor_does_not_reach_a_check() {
+    let env = Env::new();
+    let toml = probe_toml(&argv(&["sh", "-c", "cat <&9"]), "10s");
+
+    let out = push_with_fd_9(&env, &toml, "FD-SECRET-5521");
 
     out.assert_failed()
         .assert_dir_line("FAILED", "probe 1.0", "files/probe/1.0")
@@ -492,27 +497,13 @@ fn an_inherited_file_descriptor_does_not_reach_a_check() {
 #[test]
 fn an_inherited_file_descriptor_does_not_reach_a_deploy_command() {
     let env = Env::new();
-    let secret = env.path("secret.txt");
-    fs::write(&secret, "FD-SECRET-7730\n").unwrap();
     let toml = probe_toml(&argv(&["true"]), "10s").replace(
         r#"deploy = ["true"]"#,
         r#"deploy = ["sh", "-c", "if cat <&9; then exit 1; fi"]"#,
     );
     assert!(toml.contains("cat <&9"), "{toml}");
-    env.bare_repo();
-    env.clone_repo();
-    env.write("rollgate.toml", &toml);
-    env.write("files/probe/1.0/probe.conf", "x\n");
-    env.commit("a deploy that reads fd 9");
-    let mut push = env.command("bash");
-    push.args([
-        "-c",
-        r#"exec 9<"$1"; exec git push origin main"#,
-        "bash",
-        path_str(&secret),
-    ]);
 
-    let out = env.run(push);
+    let out = push_with_fd_9(&env, &toml, "FD-SECRET-7730");
 
     out.assert_ok()
         .assert_contains("[server04] ok")
