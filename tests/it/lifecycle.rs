@@ -613,3 +613,61 @@ fn a_push_sweeps_only_work_trees_nobody_holds() {
     fs::remove_dir_all(&held).unwrap();
     f.assert_clean();
 }
+
+/// A deploy starts its hosts' supervisors while its checks run, on the
+/// deploy lock's file, unlocked. `kill -9` of the hook then: the hung
+/// check and those supervisors die with it, the lock was never taken (no
+/// run in the journal), and the next push deploys at once.
+#[test]
+fn kill_9_of_the_hook_during_its_checks_leaves_no_lock_and_nothing_running() {
+    let f = Fleet::new();
+    let (check, pattern) = crate::support::hanging_check(3005);
+    let toml = crate::support::probe_toml(&check, "60s").replace(
+        "hosts = [\"server04\"]",
+        "hosts = [\"server04\", \"server05\", \"server06\"]\nbatch = 3",
+    );
+    assert!(toml.contains("batch = 3"), "{toml}");
+    f.env.bare_repo();
+    f.env.clone_repo();
+    f.env.write("rollgate.toml", &toml);
+    f.env.write("files/probe/1.0/probe.conf", "x\n");
+    f.env.commit("a checker that never ends");
+    let push = f.spawn_push(&[], &[]);
+    wait_until("the check to hang", || {
+        !f.env.processes_matching(&pattern).is_empty()
+    });
+    let hook = f.hook_pid();
+    let supervisors = format!("__rollgate-supervise {hook}( |$)");
+    // The check's own, and one per host of the widest wave, started ahead.
+    wait_until("the hosts' supervisors to start during the check", || {
+        f.env.processes_matching(&supervisors).len() >= 3
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(hook as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = push.finish();
+    out.assert_failed();
+    assert_eq!(f.env.remote_ref("refs/heads/main"), None, "{out}");
+    wait_until("the check and the supervisors to die", || {
+        f.env.processes_matching(&pattern).is_empty()
+            && f.env.processes_matching(&supervisors).is_empty()
+    });
+    assert!(f.journal().is_empty(), "a run was journaled\n{out}");
+
+    f.env.write(
+        "rollgate.toml",
+        &toml.replace(&check, r#"["test", "-d", "{dir}"]"#),
+    );
+    let b = f.env.commit("a checker that passes");
+    let started = Instant::now();
+    let out = f.env.push(&[]);
+    f.assert_landed(&out, &b);
+    out.assert_lacks("waiting").assert_contains("[server06] ok");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the next push waited for a lock\n{out}"
+    );
+    f.assert_clean();
+}
