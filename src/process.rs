@@ -433,10 +433,11 @@ impl Worker {
 /// Closes the file descriptors this process inherited from whoever started
 /// it (git, sshd, a CI runner), so no command (a check least of all) can
 /// read or write through them. Every descriptor rollgate opens itself is
-/// close-on-exec; one without that flag came from outside. Once per
-/// process: a second pass, in another thread, could close a number the
-/// first had freed and rollgate had opened again.
-pub(crate) fn close_inherited_fds() {
+/// close-on-exec; one without that flag came from outside. Called before
+/// every supervisor starts (checks included), and done once per process: a
+/// second pass, in another thread, could close a number the first had
+/// freed and rollgate had opened again.
+fn close_inherited_fds() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(close_inherited_now);
 }
@@ -627,10 +628,16 @@ fn change_holds(change: impl FnOnce(&mut Holds)) {
     // All of them told first, then waited for: they exit side by side,
     // not one after another (20 supervisors: about 5 ms at the end of
     // every run, with the pusher waiting).
-    for worker in &mut idle {
+    tell_to_end(&mut idle);
+    drop(idle);
+}
+
+/// Ends each one's requests: an idle supervisor exits at once (no command
+/// runs between requests); dropping a [`Worker`] then only waits.
+fn tell_to_end(workers: &mut [Worker]) {
+    for worker in workers {
         worker.requests = None;
     }
-    drop(idle);
 }
 
 /// Tells every idle supervisor to end, without waiting for it: a run that
@@ -640,9 +647,7 @@ fn change_holds(change: impl FnOnce(&mut Holds)) {
 pub(crate) fn retire_idle() {
     let mut held = holds();
     let mut idle = std::mem::take(&mut held.idle);
-    for worker in &mut idle {
-        worker.requests = None;
-    }
+    tell_to_end(&mut idle);
     held.retiring.append(&mut idle);
 }
 

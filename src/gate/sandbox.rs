@@ -72,7 +72,6 @@ impl Runner {
     /// server's policy (`None`: no repository, the default policy). If the
     /// sandbox cannot start, this is the error that rejects the push.
     pub(crate) fn new(git_dir: Option<&Path>, worktree: &Worktree) -> Result<Runner> {
-        process::close_inherited_fds();
         let enabled = match git_dir {
             Some(dir) => sandbox_enabled(dir)?,
             None => true,
