@@ -90,37 +90,35 @@ fn refuse_hooks_after_us(dir: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
-    let mut chained: Vec<PathBuf> = entries
+    // Each with whether it is rollgate's (an unreadable hook counts as
+    // someone else's).
+    let mut chained: Vec<(PathBuf, bool)> = entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
             p.file_name()
                 .is_some_and(|n| n.as_encoded_bytes().starts_with(b"pre-receive."))
         })
+        .map(|p| {
+            let ours = is_rollgate_pre_receive(&read(&p));
+            (p, ours)
+        })
         .collect();
     // The driver's `$0.*`: the shell sorts it; gitolite names them h00-,
     // h01-, ... which sort the same in every locale.
-    chained.sort_by(|a, b| {
+    chained.sort_by(|(a, _), (b, _)| {
         a.as_os_str()
             .as_encoded_bytes()
             .cmp(b.as_os_str().as_encoded_bytes())
     });
     // The first: listed twice, the first one deploys.
-    let Some(ours) = chained
-        .iter()
-        .position(|p| is_rollgate_pre_receive(&read(p)))
-    else {
+    let Some(first) = chained.iter().position(|(_, ours)| *ours) else {
         return Ok(());
     };
-    // An unreadable hook counts as someone else's.
-    let others = |p: &&PathBuf| {
-        rustix::fs::access(*p, rustix::fs::Access::EXEC_OK).is_ok()
-            && !is_rollgate_pre_receive(&read(p))
-    };
-    let after: Vec<String> = chained[ours + 1..]
+    let after: Vec<String> = chained[first + 1..]
         .iter()
-        .filter(others)
-        .map(|p| p.display().to_string())
+        .filter(|(p, ours)| !ours && rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok())
+        .map(|(p, _)| p.display().to_string())
         .collect();
     if after.is_empty() {
         return Ok(());
@@ -130,7 +128,7 @@ fn refuse_hooks_after_us(dir: &Path) -> Result<()> {
          this push after rollgate deployed it, so nothing was deployed",
         dir.join("pre-receive").display(),
         after.join(", "),
-        chained[ours].display()
+        chained[first].0.display()
     ))
     .hint(
         "make rollgate the last pre-receive hook: with gitolite's repo-specific hooks, name it \

@@ -54,8 +54,7 @@ pub(crate) fn open_ahead(git_dir: &Path, warm: usize) -> Result<()> {
     let path = journal::dir_of(git_dir).join("lock");
     if opened.as_ref().is_none_or(|o| o.path != path) {
         let file = open(&path)?;
-        let shared = crate::process::share_deploy_lock(&file)
-            .with_context(|| format!("cannot share the deploy lock {}", path.display()))?;
+        let shared = share(&file, &path)?;
         *opened = Some(Opened { path, file, shared });
     }
     crate::process::warm_with_next_tree(warm);
@@ -140,25 +139,31 @@ pub(crate) fn acquire(
         .and_then(|()| file.write_all(holder.as_bytes()))
         .and_then(|()| file.flush())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    match shared {
+    let shared = match shared {
         // Handed to the supervisors already (see `open_ahead`).
-        Some(shared) => Ok(DeployLock {
-            _shared: shared,
-            _file: file,
-        }),
-        None => locked(file, &path),
-    }
-}
-
-/// The lock, shared with every command the run starts (through its
-/// supervisor), so a killed run keeps it until its commands are gone.
-fn locked(file: File, path: &std::path::Path) -> Result<DeployLock> {
-    let shared = crate::process::share_deploy_lock(&file)
-        .with_context(|| format!("cannot share the deploy lock {}", path.display()))?;
+        Some(shared) => shared,
+        None => share(&file, &path)?,
+    };
     Ok(DeployLock {
         _shared: shared,
         _file: file,
     })
+}
+
+/// The lock, shared with every command the run starts (through its
+/// supervisor), so a killed run keeps it until its commands are gone.
+fn locked(file: File, path: &Path) -> Result<DeployLock> {
+    let shared = share(&file, path)?;
+    Ok(DeployLock {
+        _shared: shared,
+        _file: file,
+    })
+}
+
+/// Hands the lock file to every supervisor started from now on.
+fn share(file: &File, path: &Path) -> Result<crate::process::SharedLock> {
+    crate::process::share_deploy_lock(file)
+        .with_context(|| format!("cannot share the deploy lock {}", path.display()))
 }
 
 impl DeployLock {
