@@ -467,6 +467,17 @@ impl Fleet {
             .unwrap_or_else(|| panic!("no status row for {host}/sshd: {rows:#?}"))
     }
 
+    /// `status` says `host` ended on `rev` with `result`.
+    #[track_caller]
+    pub fn assert_status(&self, host: &str, result: &str, rev: &str) {
+        let s = self.status_of(host);
+        assert_eq!(
+            (&s["result"], &s["rev"]),
+            (&result.into(), &rev.into()),
+            "{host}"
+        );
+    }
+
     /// Everything a test must leave clean: TMPDIR empty and no process
     /// started from this test's directories still running.
     #[track_caller]

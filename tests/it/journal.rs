@@ -164,11 +164,7 @@ fn a_big_journal_from_an_older_rollgate_is_taken_over_and_history_stays_right() 
     // status: every host, from its newest record.
     let status = rollgate_json(&f, &["status", "--json"]);
     assert_eq!(status.len(), HOSTS + 1, "{:#?}", &status[..3]);
-    let s4 = f.status_of("server04");
-    assert_eq!(
-        (&s4["result"], &s4["rev"]),
-        (&"ok".into(), &a.as_str().into())
-    );
+    f.assert_status("server04", "ok", &a);
     let newest_old = status.iter().find(|r| r["host"] == "old049").unwrap();
     assert_eq!(newest_old["rev"], format!("{:040x}", RUNS));
     // log -n: A's run, then the newest of the old ones.

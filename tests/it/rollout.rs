@@ -664,16 +664,8 @@ fn failing_health_starts_no_other_host_and_restores_every_touched_host() {
         end["error"].as_str().unwrap_or("").contains("server02"),
         "{end}"
     );
-    let s2 = f.status_of("server02");
-    assert_eq!(
-        (&s2["result"], &s2["rev"]),
-        (&"restored".into(), &a.as_str().into())
-    );
-    let s1 = f.status_of("server01");
-    assert_eq!(
-        (&s1["result"], &s1["rev"]),
-        (&"restored".into(), &a.as_str().into())
-    );
+    f.assert_status("server02", "restored", &a);
+    f.assert_status("server01", "restored", &a);
     assert_eq!(f.status_of("server03")["rev"], a.as_str());
     assert_eq!(f.log()[0]["result"], "failed");
     f.assert_clean();
@@ -897,11 +889,7 @@ fn hook_killed_mid_deploy_leaves_no_stale_lock_and_status_shows_interrupted() {
         assert_eq!(s["result"], "interrupted", "{h}: {s:#}");
         assert_eq!(s["rev"], b.as_str(), "{h}: {s:#}");
     }
-    let s4 = f.status_of("server04");
-    assert_eq!(
-        (&s4["result"], &s4["rev"]),
-        (&"ok".into(), &a.as_str().into())
-    );
+    f.assert_status("server04", "ok", &a);
     // server03's batch never started: it is still on A, not "interrupted".
     let s3 = f.status_of("server03");
     assert_eq!(
@@ -1207,11 +1195,7 @@ fn status_during_a_deploy_says_running_not_interrupted() {
 
     // Mid-deploy: the host is still on A as far as anyone knows, and the
     // run is running, not interrupted.
-    let s4 = f.status_of("server04");
-    assert_eq!(
-        (&s4["result"], &s4["rev"]),
-        (&"ok".into(), &a.as_str().into())
-    );
+    f.assert_status("server04", "ok", &a);
     let log = f.log();
     assert_eq!(
         (&log[0]["result"], &log[0]["rev"]),
